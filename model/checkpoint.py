@@ -1,0 +1,96 @@
+"""Files: weights (safetensors + JSON model card) and training checkpoints, all written atomically.
+
+A kill at any moment leaves either the old file or the new one, never half of one: every
+write goes to a temp file in the same directory, is fsynced, then os.replace()d over the target.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from model.config import ModelConfig
+from model.network import CharRNN
+from model.vocab import Vocab
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+    """Call write(tmp_path), fsync it, then atomically rename it to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dfd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def weights_prefix(path: str | Path) -> Path:
+    """'weights/x', 'weights/x.safetensors' or 'weights/x.json' -> Path('weights/x')."""
+    p = Path(path)
+    return p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_weights(model: CharRNN, vocab: Vocab, prefix: str | Path, card: dict | None = None,
+                 dtype: torch.dtype = torch.float32) -> None:
+    """Write PREFIX.safetensors (tensors by their PyTorch names) and PREFIX.json (model card)."""
+    prefix = weights_prefix(prefix)
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
+    full = {"format": "charrnn-v1", "vocab": vocab.chars, "config": model.cfg.to_dict(),
+            "dtype": str(dtype).removeprefix("torch."), "parameters": model.num_params(),
+            **(card or {})}
+    atomic_write(prefix.with_suffix(".safetensors"), lambda tmp: save_file(tensors, tmp))
+    atomic_write_text(prefix.with_suffix(".json"), json.dumps(full, indent=2, ensure_ascii=False) + "\n")
+
+
+def load_card(prefix: str | Path) -> dict:
+    return json.loads(weights_prefix(prefix).with_suffix(".json").read_text(encoding="utf-8"))
+
+
+def load_weights(prefix: str | Path, device: str | torch.device = "cpu") -> tuple[CharRNN, Vocab, dict]:
+    """Load a model for inference (eval mode, fp32). Never unpickles: safetensors + JSON only."""
+    prefix = weights_prefix(prefix)
+    card = load_card(prefix)
+    vocab = Vocab(card["vocab"])
+    cfg = ModelConfig.from_dict({**card["config"], "vocab_size": len(vocab)})
+    model = CharRNN(cfg)
+    tensors = load_file(str(prefix.with_suffix(".safetensors")), device="cpu")
+    model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
+    return model.to(device).eval(), vocab, card
+
+
+def save_training_state(path: str | Path, state: dict) -> None:
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_training_state(path: str | Path) -> dict:
+    # weights_only=True: tensors, dicts, lists and numbers only; nothing is unpickled as code.
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,132 @@
+"""Sampling rules as small pure functions over logits; no model, no I/O.
+
+All work on a batch: logits (B, V) with per-row settings as (B,) tensors, so one call serves a
+single CLI sample or a server batch whose requests each have their own settings.
+Conventions: temperature 0 = greedy (argmax); top_k 0 = off; top_p 1.0 = off;
+repetition_penalty 1.0 = off.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.8
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float = 1.0
+    penalty_window: int = 64  # the repetition penalty looks at this many previous characters
+
+    def __post_init__(self):
+        if self.temperature < 0:
+            raise ValueError("temperature must be >= 0")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError("top_k must be >= 1")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+        if self.repetition_penalty <= 0:
+            raise ValueError("repetition_penalty must be > 0")
+
+
+def apply_repetition_penalty(logits: torch.Tensor, recent: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
+    """CTRL-style penalty on characters seen recently.
+
+    logits (B, V); recent (B, W) ids of each row's last W characters (-1 = none);
+    penalty (B,). A seen character's logit is divided by the penalty when positive and
+    multiplied by it when negative, so penalty > 1 always makes it less likely.
+    """
+    seen = torch.zeros_like(logits, dtype=torch.bool)
+    seen.scatter_(1, recent.clamp(min=0), recent >= 0)
+    p = penalty[:, None].to(logits.dtype)
+    penalised = torch.where(logits > 0, logits / p, logits * p)
+    return torch.where(seen, penalised, logits)
+
+
+def apply_temperature(logits: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+    """Divide each row by its temperature; rows with temperature 0 are left as they are (greedy)."""
+    t = torch.where(temperature > 0, temperature, torch.ones_like(temperature))
+    return logits / t[:, None].to(logits.dtype)
+
+
+def apply_top_k(logits: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Keep each row's k largest logits (k (B,), 0 = keep all); ties at the k-th value stay."""
+    V = logits.shape[-1]
+    k = torch.where((k <= 0) | (k > V), torch.full_like(k, V), k)
+    kth = logits.sort(dim=-1, descending=True).values.gather(1, (k - 1)[:, None].long())
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def apply_top_p(logits: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Nucleus: keep the smallest set of most likely characters whose probability reaches p (B,)."""
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.softmax(-1)
+    before = probs.cumsum(-1) - probs  # mass strictly before each entry
+    drop_sorted = before >= p[:, None].to(probs.dtype)  # the first entry is always kept
+    drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def choose(logits: torch.Tensor, temperature: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Pick one id per row: argmax where temperature is 0, else inverse-CDF with uniforms (B,) in [0,1)."""
+    cdf = logits.double().softmax(-1).cumsum(-1)  # float64: no rounding past the last non-zero
+    # u < total mass strictly, so the first index with cdf > u always has probability > 0.
+    u = (uniforms.double() * cdf[:, -1] * (1 - 1e-12))[:, None]
+    sampled = torch.searchsorted(cdf, u, right=True).squeeze(1).clamp(max=logits.shape[-1] - 1)
+    return torch.where(temperature > 0, sampled, logits.argmax(-1))
+
+
+def process_logits(logits: torch.Tensor, temperature, top_k, top_p, penalty=None, recent=None) -> torch.Tensor:
+    """Every transform in the order they apply: penalty, temperature, top-k, top-p."""
+    if penalty is not None and recent is not None and bool((penalty != 1).any()):
+        logits = apply_repetition_penalty(logits, recent, penalty)
+    logits = apply_temperature(logits, temperature)
+    if bool((top_k > 0).any()):
+        logits = apply_top_k(logits, top_k)
+    if bool((top_p < 1).any()):
+        logits = apply_top_p(logits, top_p)
+    return logits
+
+
+def batch_params(params: list[SamplingParams]) -> dict[str, torch.Tensor]:
+    """Per-row tensors for a batch of requests' settings."""
+    return {"temperature": torch.tensor([p.temperature for p in params], dtype=torch.float32),
+            "top_k": torch.tensor([p.top_k or 0 for p in params], dtype=torch.long),
+            "top_p": torch.tensor([p.top_p or 1.0 for p in params], dtype=torch.float32),
+            "penalty": torch.tensor([p.repetition_penalty for p in params], dtype=torch.float32)}
+
+
+def sample_next(logits: torch.Tensor, params: list[SamplingParams], rngs: list[random.Random],
+                recent: torch.Tensor | None = None) -> torch.Tensor:
+    """logits (B, V) -> next ids (B,). Row i draws from its own rngs[i], so a seeded sequence is
+    reproducible whatever else shares the batch."""
+    t = batch_params(params)
+    logits = process_logits(logits.float(), t["temperature"], t["top_k"], t["top_p"], t["penalty"], recent)
+    uniforms = torch.tensor([r.random() for r in rngs], dtype=torch.float64)
+    return choose(logits, t["temperature"], uniforms)
+
+
+def find_stop(text: str, stops: list[str], start: int = 0) -> int | None:
+    """Index in `text` where the earliest stop string begins, looking only at matches that end
+    after `start` (new text); None when no stop string occurs."""
+    best = None
+    for s in stops:
+        i = text.find(s, max(0, start - len(s) + 1))
+        if i != -1 and (best is None or i < best):
+            best = i
+    return best
+
+
+def holdback(text: str, stops: list[str]) -> int:
+    """How many trailing characters of `text` could still be the start of a stop string: a
+    stream must not emit them yet, since the stop string is never part of the output."""
+    n = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), n, -1):
+            if text.endswith(s[:k]):
+                n = k
+                break
+    return n
