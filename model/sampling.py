@@ -39,8 +39,11 @@ def apply_repetition_penalty(logits: torch.Tensor, recent: torch.Tensor, penalty
     penalty (B,). A seen character's logit is divided by the penalty when positive and
     multiplied by it when negative, so penalty > 1 always makes it less likely.
     """
-    seen = torch.zeros_like(logits, dtype=torch.bool)
-    seen.scatter_(1, recent.clamp(min=0), recent >= 0)
+    V = logits.shape[-1]
+    # -1 (no character) scatters into a spare column V that is then dropped.
+    seen = torch.zeros(logits.shape[0], V + 1, dtype=torch.bool, device=logits.device)
+    seen.scatter_(1, torch.where(recent >= 0, recent, V).long(), True)
+    seen = seen[:, :V]
     p = penalty[:, None].to(logits.dtype)
     penalised = torch.where(logits > 0, logits / p, logits * p)
     return torch.where(seen, penalised, logits)

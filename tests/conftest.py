@@ -1,0 +1,44 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from model import CharRNN, ModelConfig, Vocab
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+SHIPPED = ROOT / "weights" / "shakespeare"
+
+# Tiny models: one thread is fastest and leaves the other core free.
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    # Corpus caches go to a per-test folder, never ~/.cache.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def write_corpus(folder: Path) -> Path:
+    """A small corpus with structure (so a model can learn) and non-ASCII characters."""
+    lines = ["the quick brown fox jumps over the lazy dog.", "Café au lait — twice.", "ROMEO: hello!"]
+    p = folder / "corpus.txt"
+    p.write_text("\n".join(lines * 60) + "\n", encoding="utf-8")
+    return p
+
+
+@pytest.fixture
+def corpus_file(tmp_path) -> Path:
+    return write_corpus(tmp_path)
+
+
+@pytest.fixture
+def tiny_model() -> tuple[CharRNN, Vocab]:
+    torch.manual_seed(0)
+    vocab = Vocab(sorted(set("abcdefghijklmnopqrstuvwxyz .,\n")))
+    return CharRNN(ModelConfig(len(vocab), embed=8, hidden=16, layers=2, dropout=0.0)).eval(), vocab
+
+
+def env_with_path() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
