@@ -18,6 +18,9 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+serve: $(STAMP)
+	$(VENV)/bin/gunicorn -c gunicorn.conf.py --bind 0.0.0.0:$(PORT)
+
 bench: $(STAMP)
 	$(PY) bench/train_throughput.py
 

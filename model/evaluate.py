@@ -49,9 +49,8 @@ def report(nll_sum: float, count: int) -> dict:
 
 
 def main(argv=None) -> dict:
-    from model.checkpoint import load_weights
+    from model.checkpoint import load_weights, pick_device
     from model.data import TRAIN_FRACTION
-    from model.train import pick_device
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", required=True, help="weights prefix (with or without .safetensors)")

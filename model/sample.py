@@ -15,10 +15,9 @@ import torch
 
 
 def main(argv=None) -> str:
-    from model.checkpoint import load_weights
+    from model.checkpoint import load_weights, pick_device
     from model.generate import stream
     from model.sampling import SamplingParams
-    from model.train import pick_device
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", default="weights/shakespeare")

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.checkpoint import (atomic_write_text, load_training_state, save_training_state,
+from model.checkpoint import (atomic_write_text, load_training_state, pick_device, save_training_state,
                               save_weights, weights_prefix)
 from model.config import ModelConfig
 from model.data import StreamBatcher, load_corpus
@@ -54,14 +54,6 @@ class TrainConfig:
     device: str = "auto"
     threads: int | None = None
     resume: bool = False
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda requested but CUDA is not available")
-    return torch.device(name)
 
 
 def lr_at(step: int, c: TrainConfig) -> float:

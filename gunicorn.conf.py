@@ -1,0 +1,36 @@
+"""gunicorn settings for the Char-RNN service (`make serve`).
+
+Why these choices:
+- gthread workers: a streaming or waiting request holds a thread, not a process, so one
+  process serves many concurrent clients; the engine inside batches them.
+- One worker by default, on CPU and GPU alike: each process batches only its own requests and
+  holds its own copy of the model, so fewer processes mean bigger batches. Torch threads are
+  split across workers so workers x threads never exceeds the cores.
+- No preload: the app (torch, model, engine thread) is created in each worker after fork;
+  OpenMP pools created before a fork can deadlock the children.
+Every value can be overridden with the environment variables named below.
+"""
+import os
+
+_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
+wsgi_app = "service.wsgi:app"
+worker_class = "gthread"
+workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+threads = int(os.environ.get("CHARRNN_HTTP_THREADS", "128"))  # concurrent requests per worker
+preload_app = False
+timeout = 60               # heartbeat: a worker silent this long is restarted (threads keep it alive)
+graceful_timeout = 30      # on SIGTERM, in-flight requests get this long to finish
+keepalive = 5
+max_requests = int(os.environ.get("CHARRNN_MAX_REQUESTS", "20000"))  # recycle workers now and then ...
+max_requests_jitter = 2000                                            # ... not all at once
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 8190
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info")
+
+# Workers x torch threads <= cores (read by create_app through Settings).
+os.environ.setdefault("CHARRNN_TORCH_THREADS", str(max(1, _cores // workers)))

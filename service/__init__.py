@@ -1,0 +1,66 @@
+"""The HTTP service: create_app(settings) builds a Flask app around one loaded model and its
+batching engine. Nothing is read or loaded at import time."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+from flask import Flask, g, request
+
+from model.checkpoint import load_weights, pick_device
+from service.engine import Engine
+from service.metrics import Metrics
+from service.settings import Settings
+
+log = logging.getLogger("charrnn.service")
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    model: object
+    vocab: object
+    card: dict
+    device: torch.device
+    engine: Engine
+    metrics: Metrics
+    spec: dict
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    from service import api, errors, openapi
+
+    settings = settings or Settings.from_env()
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    device = pick_device(settings.device)
+    t0 = time.time()
+    model, vocab, card = load_weights(settings.weights, device)
+    metrics = Metrics()
+    engine = Engine(model, vocab, settings.max_batch, settings.max_queue, settings.prefill_chunk, metrics).start()
+    log.info("loaded %s (%d params) on %s in %.2fs", settings.weights, model.num_params(), device, time.time() - t0)
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.ensure_ascii = False  # characters as themselves in JSON answers
+    app.json.sort_keys = False
+    app.extensions["charrnn"] = AppContext(settings, model, vocab, card, device, engine, metrics, openapi.build_spec())
+    app.register_blueprint(api.bp)
+    app.register_blueprint(openapi.bp)
+    errors.register(app)
+
+    @app.before_request
+    def _start_timer():
+        g.t0 = time.monotonic()
+
+    @app.after_request
+    def _count(resp):
+        endpoint = request.url_rule.rule if request.url_rule else "(unmatched)"
+        metrics.requests.labels(endpoint, str(resp.status_code)).inc()
+        if not getattr(resp, "is_streamed_sse", False):  # streams observe their own end
+            metrics.latency.labels(endpoint).observe(time.monotonic() - g.get("t0", time.monotonic()))
+        return resp
+
+    return app

@@ -1,0 +1,201 @@
+"""HTTP endpoints. Thin: parse and validate, hand sequences to the engine, shape the answer."""
+from __future__ import annotations
+
+import json
+import math
+import queue
+import random
+import time
+
+import torch
+from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
+
+from model.sampling import SamplingParams
+from service.engine import QueueFull
+from service.errors import APIError
+from service.schemas import (Completion, GenerateRequest, GenerateResponse, PredictRequest, PredictResponse,
+                             Usage)
+
+bp = Blueprint("api", __name__)
+
+
+def _ctx():
+    return current_app.extensions["charrnn"]
+
+
+def _parse(schema):
+    if not request.is_json:
+        raise APIError(400, "bad_request", "expected a JSON body with Content-Type: application/json")
+    data = request.get_json(silent=True)
+    if data is None:
+        raise APIError(400, "bad_request", "the body is not valid JSON")
+    if not isinstance(data, dict):
+        raise APIError(400, "bad_request", "the body must be a JSON object")
+    return schema.model_validate(data, context={"settings": _ctx().settings})
+
+
+def _encode(text: str, field: str, mode: str):
+    vocab = _ctx().vocab
+    unknown = vocab.unknown(text)
+    if unknown and mode == "error":
+        raise APIError(422, "unknown_characters", f"{field} has {len(unknown)} character(s) outside the model's "
+                       "vocabulary; remove them or send \"unknown_chars\": \"skip\"",
+                       [{"field": field, "message": "characters outside the vocabulary", "chars": unknown}])
+    return vocab.encode(text, unknown="skip")
+
+
+def _submit(seqs):
+    try:
+        _ctx().engine.submit(seqs)
+    except QueueFull:
+        raise APIError(429, "queue_full", "the server is at capacity; retry shortly", headers={"Retry-After": "1"})
+
+
+def _events(events: queue.Queue, deadline: float):
+    """Yield (index, kind, value) until the deadline (plus a grace for the engine to say so)."""
+    while True:
+        try:
+            yield events.get(timeout=max(0.0, deadline - time.monotonic()) + 1.0)
+        except queue.Empty:
+            yield None, "timeout", None
+
+
+def _engine_error(kind, value):
+    if kind == "timeout":
+        return APIError(504, "timeout", f"request not finished within {_ctx().settings.request_timeout_s} s")
+    return APIError(503 if value == "server shutting down" else 500, "engine_error", value or "internal error")
+
+
+@bp.post("/predict-next")
+def predict_next():
+    req = _parse(PredictRequest)
+    ids = _encode(req.text, "text", req.unknown_chars)
+    ctx, events = _ctx(), queue.Queue()
+    deadline = time.monotonic() + ctx.settings.request_timeout_s
+    seq = ctx.engine.new_sequence(ids, SamplingParams(temperature=1.0), 0, 0, [], deadline, events)
+    _submit([seq])
+    try:
+        for _, kind, value in _events(events, deadline):
+            if kind == "logits":
+                break
+            raise _engine_error(kind, value)
+    finally:
+        seq.cancel()
+    logits = value.double()
+    if req.temperature == 0:  # all the mass on the most likely character
+        logp = torch.full_like(logits, -math.inf)
+        logp[logits.argmax()] = 0.0
+    else:
+        logp = torch.log_softmax(logits / req.temperature, -1)
+    top = torch.topk(logp, min(req.top_k, len(logp)))
+    preds = [{"char": ctx.vocab.chars[i], "prob": math.exp(lp), "logprob": lp}
+             for lp, i in zip(top.values.tolist(), top.indices.tolist()) if lp > -math.inf]
+    ctx.metrics.prompt_chars.inc(len(ids))
+    return jsonify(PredictResponse(text=ctx.vocab.decode(ids), predictions=preds).model_dump())
+
+
+@bp.post("/generate")
+def generate():
+    req = _parse(GenerateRequest)
+    ids = _encode(req.prompt, "prompt", req.unknown_chars)
+    ctx, events = _ctx(), queue.Queue()
+    seed = req.seed if req.seed is not None else random.SystemRandom().randrange(2**31)
+    deadline = time.monotonic() + ctx.settings.request_timeout_s
+    seqs = [ctx.engine.new_sequence(ids, req.sampling(), seed + i, req.max_new_chars, req.stop, deadline, events, i)
+            for i in range(req.n)]
+    _submit(seqs)
+    ctx.metrics.prompt_chars.inc(len(ids))
+    t0 = time.monotonic()
+    if req.stream:
+        return _stream(seqs, events, deadline, seed, t0)
+    texts, reasons = [""] * req.n, [None] * req.n
+    try:
+        for i, kind, value in _events(events, deadline):
+            if kind == "text":
+                if not any(texts):
+                    ctx.metrics.ttfc.observe(time.monotonic() - t0)
+                texts[i] += value
+            elif kind == "done":
+                reasons[i] = value
+                if all(reasons):
+                    break
+            else:
+                raise _engine_error(kind, value)
+    finally:
+        for s in seqs:
+            s.cancel()
+    comps = [Completion(text=t, finish_reason=r, generated_chars=len(t)) for t, r in zip(texts, reasons)]
+    usage = Usage(prompt_chars=len(req.prompt), generated_chars=sum(len(t) for t in texts))
+    return jsonify(GenerateResponse(completions=comps, seed=seed, usage=usage).model_dump())
+
+
+def _stream(seqs, events, deadline, seed, t0):
+    ctx = _ctx()
+
+    def sse(obj) -> str:
+        return f"data: {obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)}\n\n"
+
+    def body():
+        open_, first = set(range(len(seqs))), True
+        try:
+            for i, kind, value in _events(events, deadline):
+                if kind == "text":
+                    if first:
+                        ctx.metrics.ttfc.observe(time.monotonic() - t0)
+                        first = False
+                    yield sse({"index": i, "text": value})
+                    continue
+                targets = [i] if i is not None else sorted(open_)
+                for j in targets:
+                    if kind == "done":
+                        yield sse({"index": j, "text": "", "finish_reason": value,
+                                   "generated_chars": len(seqs[j].text)})
+                    else:  # the status line is gone; the error travels as an event
+                        e = _engine_error(kind, value)
+                        yield sse({"index": j, "error": {"type": e.type, "message": e.message}})
+                    open_.discard(j)
+                if not open_:
+                    break
+            yield sse("[DONE]")
+        finally:  # also runs when the client disconnects: free the engine slots
+            for s in seqs:
+                s.cancel()
+            ctx.metrics.latency.labels("/generate").observe(time.monotonic() - t0)
+
+    resp = Response(stream_with_context(body()), mimetype="text/event-stream")
+    resp.headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Seed": str(seed)})
+    resp.is_streamed_sse = True
+    return resp
+
+
+@bp.get("/health")
+def health():
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/ready")
+def ready():
+    if not _ctx().engine.ready:
+        raise APIError(503, "not_ready", "the model is not loaded or the engine is not running")
+    return jsonify({"status": "ready"})
+
+
+@bp.get("/info")
+def info():
+    ctx = _ctx()
+    card, m = ctx.card, ctx.model
+    training = card.get("training", {})
+    return jsonify({
+        "model": {"weights": ctx.settings.weights, "format": card.get("format"), "vocab_size": len(ctx.vocab),
+                  "vocab": "".join(ctx.vocab.chars), "parameters": m.num_params(), **m.cfg.to_dict(),
+                  "dtype": card.get("dtype"), "val_loss": training.get("best_val_loss"),
+                  "val_bpc": training.get("best_val_bpc"), "trained_on": training.get("data"),
+                  "chars_seen": training.get("chars_seen")},
+        "device": str(ctx.device), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        "limits": ctx.settings.limits()})
+
+
+@bp.get("/metrics")
+def metrics():
+    ctx = _ctx()
+    return Response(ctx.metrics.render(ctx.engine), mimetype="text/plain; version=0.0.4")

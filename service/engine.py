@@ -1,0 +1,243 @@
+"""Continuous-batching engine: one scheduler thread owns the model and advances every active
+sequence together.
+
+Each turn of the loop: admit waiting sequences (bounded queue), run one chunk of prompt prefill
+for the newcomers (whole-sequence LSTM, batched), move finished prefills into the decode batch,
+then one decode step for the whole batch: sample a character per row (each row with its own
+settings and its own RNG), drop the rows that finished, and feed the rest back through the
+model. Results travel to the HTTP threads through one queue per sequence.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import torch
+
+from model.generate import context_ids
+from model.network import CharRNN
+from model.sampling import SamplingParams, find_stop, holdback, sample_next
+from model.vocab import Vocab
+
+log = logging.getLogger("charrnn.engine")
+
+
+class QueueFull(Exception):
+    pass
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One completion (or one next-char distribution when max_new == 0)."""
+    ids: list[int]                 # context ids still to prefill
+    params: SamplingParams
+    seed: int
+    max_new: int
+    stops: list[str]
+    deadline: float                # time.monotonic() by which it must be done
+    events: queue.Queue = field(default_factory=queue.Queue)  # (index, kind, value), may be shared
+    index: int = 0                 # which completion of its request
+    text: str = ""
+    emitted: int = 0
+    cancelled: bool = False
+    done: bool = False
+    recent: list[int] = field(default_factory=list)
+    state: tuple | None = None     # (h, c) while prefilling: (layers, 1, hidden)
+    logits: torch.Tensor | None = None
+
+    def __post_init__(self):
+        self.rng = random.Random(self.seed)
+        self.recent = self.ids[-self.params.penalty_window:]
+
+    def emit(self, kind: str, value=None):
+        self.events.put((self.index, kind, value))
+
+    def cancel(self):
+        self.cancelled = True  # read by the engine thread at its next turn
+
+    def _finish(self, reason: str):
+        if self.emitted < len(self.text):
+            self.emit("text", self.text[self.emitted:])
+            self.emitted = len(self.text)
+        self.done = True
+        self.emit("done", reason)
+
+    def push(self, ch: str, idx: int) -> bool:
+        """Append a sampled character; emit what is final; -> True when the sequence is done."""
+        self.text += ch
+        self.recent = (self.recent + [idx])[-self.params.penalty_window:]
+        cut = find_stop(self.text, self.stops, len(self.text) - 1) if self.stops else None
+        if cut is not None:
+            self.text = self.text[:cut]
+            self._finish("stop")
+        elif len(self.text) >= self.max_new:
+            self._finish("length")
+        else:
+            ready = len(self.text) - (holdback(self.text, self.stops) if self.stops else 0)
+            if ready > self.emitted:
+                self.emit("text", self.text[self.emitted:ready])
+                self.emitted = ready
+        return self.done
+
+
+class Engine:
+    def __init__(self, model: CharRNN, vocab: Vocab, max_batch: int = 64, max_queue: int = 256,
+                 prefill_chunk: int = 256, metrics=None):
+        self.model, self.vocab, self.metrics = model, vocab, metrics
+        self.max_batch, self.max_queue, self.prefill_chunk = max_batch, max_queue, prefill_chunk
+        self.device = model.head.weight.device
+        self._pending: deque[Sequence] = deque()
+        self._cond = threading.Condition()
+        self._prefilling: list[Sequence] = []
+        self._batch: list[Sequence] = []
+        self._h = self._c = self._logits = None  # batch state (layers, B, H) and logits (B, V)
+        self._stop = False
+        self.steps = 0
+        self._thread = threading.Thread(target=self._run, name="charrnn-engine", daemon=True)
+
+    # --- called from HTTP threads -------------------------------------------------------------
+    def start(self) -> "Engine":
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0):
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+
+    @property
+    def ready(self) -> bool:
+        return self._thread.is_alive() and not self._stop
+
+    def queue_depth(self) -> int:
+        return len(self._pending)
+
+    def active(self) -> int:
+        return len(self._batch) + len(self._prefilling)
+
+    def submit(self, seqs: list[Sequence]) -> None:
+        """Queue sequences atomically (all or none); QueueFull when they don't fit."""
+        with self._cond:
+            if len(self._pending) + len(seqs) > self.max_queue + max(0, self.max_batch - self.active()):
+                raise QueueFull
+            self._pending.extend(seqs)
+            self._cond.notify()
+
+    def new_sequence(self, prompt_ids, params: SamplingParams, seed: int, max_new: int,
+                     stops: list[str], deadline: float, events: queue.Queue, index: int = 0) -> Sequence:
+        return Sequence(context_ids(self.vocab, prompt_ids), params, seed, max_new, list(stops),
+                        deadline, events, index)
+
+    # --- the scheduler thread -----------------------------------------------------------------
+    def _run(self):
+        torch.set_grad_enabled(False)
+        while True:
+            with self._cond:
+                while not (self._stop or self._pending or self._prefilling or self._batch):
+                    self._cond.wait()
+                if self._stop:
+                    break
+                while self._pending and len(self._batch) + len(self._prefilling) < self.max_batch:
+                    self._prefilling.append(self._pending.popleft())
+            try:
+                self._reap()
+                if self._prefilling:
+                    self._prefill_turn()
+                if self._batch:
+                    self._decode_step()
+            except Exception:  # never let one bad turn kill the engine: fail the sequences involved
+                log.exception("engine turn failed")
+                for s in self._prefilling + self._batch:
+                    s.done = True
+                    s.emit("error", "internal error")
+                self._prefilling, self._batch, self._h = [], [], None
+        for s in list(self._pending) + self._prefilling + self._batch:
+            s.emit("error", "server shutting down")
+
+    def _reap(self):
+        """Drop cancelled sequences and those past their deadline."""
+        now = time.monotonic()
+        for s in self._prefilling + self._batch:
+            if not s.done and not s.cancelled and now > s.deadline:
+                s.done = True
+                s.emit("timeout")
+        self._prefilling = [s for s in self._prefilling if not (s.cancelled or s.done)]
+        self._keep([i for i, s in enumerate(self._batch) if not (s.cancelled or s.done)])
+
+    def _keep(self, rows: list[int]):
+        if len(rows) == len(self._batch):
+            return
+        self._batch = [self._batch[i] for i in rows]
+        if not rows:
+            self._h = self._c = self._logits = None
+            return
+        idx = torch.tensor(rows, device=self.device)
+        self._h, self._c = self._h.index_select(1, idx), self._c.index_select(1, idx)
+        self._logits = self._logits.index_select(0, idx)
+
+    def _prefill_turn(self):
+        """Advance every prefilling sequence by the same number of characters, batched."""
+        group = self._prefilling
+        for s in group:
+            if s.state is None:
+                s.state = self.model.init_hidden(1, self.device)
+                if not s.ids:  # nothing to read at all: the head on the zero state
+                    s.logits = self.model.head(s.state[0][-1])
+        todo = [s for s in group if s.ids]
+        if todo:
+            n = min(self.prefill_chunk, min(len(s.ids) for s in todo))
+            x = torch.tensor([s.ids[:n] for s in todo], dtype=torch.long, device=self.device)
+            h = torch.cat([s.state[0] for s in todo], 1)
+            c = torch.cat([s.state[1] for s in todo], 1)
+            logits, (h, c) = self.model(x, (h, c))  # (G, n, V)
+            for i, s in enumerate(todo):
+                s.ids = s.ids[n:]
+                s.state = (h[:, i:i + 1], c[:, i:i + 1])
+                s.logits = logits[i:i + 1, -1]
+        still = []
+        for s in group:
+            if s.ids:
+                still.append(s)
+            elif s.max_new == 0:  # /predict-next: the distribution is the answer
+                s.done = True
+                s.emit("logits", s.logits[0].float().cpu())
+            else:
+                self._join(s)
+        self._prefilling = still
+
+    def _join(self, s: Sequence):
+        h, c = s.state
+        s.state = None
+        if self._h is None:
+            self._h, self._c, self._logits = h, c, s.logits
+        else:
+            self._h, self._c = torch.cat([self._h, h], 1), torch.cat([self._c, c], 1)
+            self._logits = torch.cat([self._logits, s.logits], 0)
+        s.logits = None
+        self._batch.append(s)
+
+    def _decode_step(self):
+        batch = self._batch
+        recent = None
+        if any(s.params.repetition_penalty != 1 for s in batch):
+            w = max(len(s.recent) for s in batch)
+            recent = torch.tensor([s.recent + [-1] * (w - len(s.recent)) for s in batch], dtype=torch.long)
+        nxt = sample_next(self._logits.float().cpu(), [s.params for s in batch], [s.rng for s in batch], recent)
+        ids = nxt.tolist()
+        for s, i in zip(batch, ids):
+            s.push(self.vocab.chars[i], i)
+        if self.metrics:
+            self.metrics.step(len(batch))
+        self.steps += 1
+        rows = [i for i, s in enumerate(batch) if not (s.done or s.cancelled)]
+        self._keep(rows)
+        if rows:
+            x = nxt.index_select(0, torch.tensor(rows)).to(self.device)[:, None]  # (B, 1)
+            logits, (self._h, self._c) = self.model(x, (self._h, self._c))
+            self._logits = logits[:, -1]

@@ -1,0 +1,119 @@
+"""Request and response bodies (pydantic). Limits that are settings are checked against the
+validation context {"settings": Settings}, so one schema serves any configuration."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from model.sampling import SamplingParams
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # unknown fields are an error, not silently ignored
+
+
+def _limit(info: ValidationInfo, name: str):
+    s = (info.context or {}).get("settings")
+    return getattr(s, name) if s is not None else None
+
+
+def _check_len(v: str, info: ValidationInfo) -> str:
+    lim = _limit(info, "max_prompt_chars")
+    if lim is not None and len(v) > lim:
+        raise ValueError(f"is {len(v)} characters; the limit is {lim}")
+    return v
+
+
+class PredictRequest(Strict):
+    text: str = Field("", description="context; empty = start of text")
+    top_k: int = Field(5, ge=1, description="how many of the most likely next characters to return")
+    temperature: float = Field(1.0, ge=0, description="softmax temperature; 0 puts all mass on the argmax")
+    unknown_chars: Literal["error", "skip"] = Field("error", description="characters outside the vocabulary: 422, or drop them")
+
+    _text = field_validator("text")(_check_len)
+
+    @field_validator("top_k")
+    @classmethod
+    def _top_k(cls, v, info):
+        lim = _limit(info, "max_top_k")
+        if lim is not None and v > lim:
+            raise ValueError(f"must be <= {lim}")
+        return v
+
+
+class Prediction(BaseModel):
+    char: str
+    prob: float
+    logprob: float
+
+
+class PredictResponse(BaseModel):
+    text: str
+    predictions: list[Prediction]
+
+
+class GenerateRequest(Strict):
+    prompt: str = Field("", description="text to continue; empty = start of text")
+    max_new_chars: int = Field(200, ge=1, description="characters to generate (at most)")
+    temperature: float = Field(0.8, ge=0, description="0 = greedy")
+    top_k: int | None = Field(None, ge=1)
+    top_p: float | None = Field(None, gt=0, le=1)
+    repetition_penalty: float = Field(1.0, gt=0, description="> 1 discourages characters of the last 64")
+    stop: list[str] = Field(default_factory=list, description="strings that end a completion (not included)")
+    seed: int | None = Field(None, ge=0, lt=2**63, description="random when absent; the answer says which was used")
+    n: int = Field(1, ge=1, description="completions; completion i uses seed + i")
+    stream: bool = Field(False, description="answer as text/event-stream")
+    unknown_chars: Literal["error", "skip"] = "error"
+
+    _prompt = field_validator("prompt")(_check_len)
+
+    @field_validator("max_new_chars", "n")
+    @classmethod
+    def _max(cls, v, info):
+        lim = _limit(info, {"max_new_chars": "max_new_chars", "n": "max_n"}[info.field_name])
+        if lim is not None and v > lim:
+            raise ValueError(f"must be <= {lim}")
+        return v
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, v, info):
+        if any(s == "" for s in v):
+            raise ValueError("stop strings must not be empty")
+        n, length = _limit(info, "max_stop"), _limit(info, "max_stop_chars")
+        if n is not None and len(v) > n:
+            raise ValueError(f"at most {n} stop strings")
+        if length is not None and any(len(s) > length for s in v):
+            raise ValueError(f"stop strings are at most {length} characters")
+        return v
+
+    def sampling(self) -> SamplingParams:
+        return SamplingParams(self.temperature, self.top_k, self.top_p, self.repetition_penalty)
+
+
+class Completion(BaseModel):
+    text: str
+    finish_reason: Literal["length", "stop"]
+    generated_chars: int
+
+
+class Usage(BaseModel):
+    prompt_chars: int
+    generated_chars: int
+
+
+class GenerateResponse(BaseModel):
+    completions: list[Completion]
+    seed: int
+    usage: Usage
+
+
+class ErrorBody(BaseModel):
+    type: str
+    message: str
+    details: list[dict] = []
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

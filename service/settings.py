@@ -1,0 +1,39 @@
+"""Service settings: parsed and validated once, from environment variables, in create_app()."""
+from __future__ import annotations
+
+import os
+from typing import Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ENV_PREFIX = "CHARRNN_"
+
+
+class Settings(BaseModel):
+    """Every field can be set as CHARRNN_<FIELD> (upper case), e.g. CHARRNN_MAX_NEW_CHARS=500."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    weights: str = Field("weights/shakespeare", description="weights prefix (NAME.safetensors + NAME.json)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    torch_threads: int = Field(0, ge=0, description="torch threads per worker; 0 = cores / workers")
+    max_batch: int = Field(64, ge=1, le=4096, description="sequences decoded together per step")
+    max_queue: int = Field(256, ge=0, description="sequences waiting to join the batch; beyond: 429")
+    max_prompt_chars: int = Field(8192, ge=1, description="longest prompt / predict-next text")
+    max_new_chars: int = Field(2000, ge=1, description="most characters one completion may ask for")
+    max_n: int = Field(8, ge=1, description="most completions per /generate request")
+    max_stop: int = Field(4, ge=0, description="most stop strings per request")
+    max_stop_chars: int = Field(64, ge=1, description="longest stop string")
+    max_top_k: int = Field(1000, ge=1, description="largest top_k for /predict-next")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="largest request body (413 beyond)")
+    request_timeout_s: float = Field(120.0, gt=0, description="deadline of a request, queueing included")
+    prefill_chunk: int = Field(256, ge=1, description="prompt characters run per scheduler turn")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        environ = os.environ if environ is None else environ
+        values = {name: environ[ENV_PREFIX + name.upper()] for name in cls.model_fields
+                  if ENV_PREFIX + name.upper() in environ}
+        return cls.model_validate({**values, **overrides})
+
+    def limits(self) -> dict:
+        return self.model_dump(exclude={"weights", "device", "torch_threads"})
