@@ -11,7 +11,7 @@ import torch
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
 
 from model.sampling import SamplingParams
-from service.engine import QueueFull
+from service.engine import NotRunning, QueueFull
 from service.errors import APIError
 from service.schemas import (Completion, GenerateRequest, GenerateResponse, PredictRequest, PredictResponse,
                              Usage)
@@ -49,6 +49,8 @@ def _submit(seqs):
         _ctx().engine.submit(seqs)
     except QueueFull:
         raise APIError(429, "queue_full", "the server is at capacity; retry shortly", headers={"Retry-After": "1"})
+    except NotRunning:
+        raise APIError(503, "not_ready", "the engine is not running", headers={"Retry-After": "5"})
 
 
 def _events(events: queue.Queue, deadline: float):

@@ -31,6 +31,10 @@ class QueueFull(Exception):
     pass
 
 
+class NotRunning(Exception):
+    pass
+
+
 @dataclass(eq=False)
 class Sequence:
     """One completion (or one next-char distribution when max_new == 0)."""
@@ -124,6 +128,8 @@ class Engine:
     def submit(self, seqs: list[Sequence]) -> None:
         """Queue sequences atomically (all or none); QueueFull when they don't fit."""
         with self._cond:
+            if not self.ready:
+                raise NotRunning
             if len(self._pending) + len(seqs) > self.max_queue + max(0, self.max_batch - self.active()):
                 raise QueueFull
             self._pending.extend(seqs)

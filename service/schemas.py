@@ -10,7 +10,8 @@ from model.sampling import SamplingParams
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # unknown fields are an error, not silently ignored
+    # Unknown fields are an error, not silently ignored; strict: "1" is not a number, "yes" not a bool.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 def _limit(info: ValidationInfo, name: str):

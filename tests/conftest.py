@@ -42,3 +42,36 @@ def tiny_model() -> tuple[CharRNN, Vocab]:
 
 def env_with_path() -> dict:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+@pytest.fixture
+def tiny_weights(tiny_model, tmp_path) -> Path:
+    from model.checkpoint import save_weights
+
+    model, vocab = tiny_model
+    save_weights(model, vocab, tmp_path / "tiny", {"training": {"best_val_loss": 3.0, "best_val_bpc": 4.3}})
+    return tmp_path / "tiny"
+
+
+@pytest.fixture
+def make_app(tiny_weights):
+    """Build apps with injected settings (flaskr-style); their engines are stopped afterwards."""
+    from service import create_app
+    from service.settings import Settings
+
+    apps = []
+
+    def make(**overrides):
+        app = create_app(Settings(**{"weights": str(tiny_weights), "device": "cpu", **overrides}))
+        app.config["TESTING"] = True
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["charrnn"].engine.stop()
+
+
+@pytest.fixture
+def client(make_app):
+    return make_app().test_client()

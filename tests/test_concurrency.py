@@ -1,0 +1,118 @@
+"""Concurrent requests through the engine: shared batches, isolation, back-pressure, cancel."""
+import re
+import threading
+import time
+
+import pytest
+
+
+def ctx(app):
+    return app.extensions["charrnn"]
+
+
+def slow_model(app, delay=0.005):
+    """Fault injection: every model call takes `delay` longer, so timing-dependent states last."""
+    model = ctx(app).model
+    forward = model.forward
+
+    def slow(*a, **k):
+        time.sleep(delay)
+        return forward(*a, **k)
+    model.forward = slow
+
+
+def parallel(client, bodies):
+    out = [None] * len(bodies)
+    start = threading.Barrier(len(bodies))
+
+    def run(i):
+        start.wait()
+        out[i] = client.post("/generate", json=bodies[i])
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(bodies))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return out
+
+
+def batch_histogram(client) -> tuple[float, float]:
+    text = client.get("/metrics").data.decode()
+    ones = float(re.search(r'charrnn_batch_size_bucket\{le="1.0"\} (\S+)', text).group(1))
+    total = float(re.search(r"charrnn_batch_size_count (\S+)", text).group(1))
+    return ones, total
+
+
+def test_parallel_requests_share_batches_and_stay_isolated(make_app):
+    app = make_app()
+    slow_model(app, 0.002)
+    client = app.test_client()
+    greedy = {"prompt": "the ", "max_new_chars": 80, "temperature": 0}
+    seeded = {"prompt": "a", "max_new_chars": 80, "temperature": 1.0, "top_p": 0.9, "seed": 42}
+    alone_greedy = client.post("/generate", json=greedy).get_json()["completions"]
+    alone_seeded = client.post("/generate", json=seeded).get_json()["completions"]
+
+    others = [{"prompt": "x" * (i + 1), "max_new_chars": 60 + 10 * i, "temperature": 1.5, "seed": i} for i in range(6)]
+    rs = parallel(client, [greedy, seeded, *others])
+    assert all(r.status_code == 200 for r in rs)
+    assert rs[0].get_json()["completions"] == alone_greedy  # same text alone and in a batch
+    assert rs[1].get_json()["completions"] == alone_seeded  # own RNG: neighbours don't matter
+    ones, total = batch_histogram(client)
+    assert total > ones, "no decode step ever had more than one sequence"
+
+
+def test_full_queue_answers_429_right_away(make_app):
+    app = make_app(max_batch=1, max_queue=0)
+    client = app.test_client()
+    t = time.monotonic()
+    r = client.post("/generate", json={"max_new_chars": 5, "n": 2})  # 2 sequences, room for 1
+    assert r.status_code == 429 and r.headers["Retry-After"] == "1" and time.monotonic() - t < 1
+    assert r.get_json()["error"]["type"] == "queue_full"
+
+    slow_model(app)
+    stream = client.post("/generate", json={"max_new_chars": 2000, "stream": True}, buffered=False)
+    it = iter(stream.response)
+    next(it)  # the stream holds the only slot now
+    r = client.post("/predict-next", json={"text": "a"})
+    assert r.status_code == 429
+    stream.close()
+
+
+def test_cancelled_stream_frees_its_slot(make_app):
+    app = make_app()
+    slow_model(app)
+    engine = ctx(app).engine
+    client = app.test_client()
+    r = client.post("/generate", json={"max_new_chars": 2000, "stream": True, "n": 2}, buffered=False)
+    chunks = iter(r.response)
+    next(chunks), next(chunks)
+    assert engine.active() == 2
+    r.close()  # what the server does when the client goes away
+    deadline = time.monotonic() + 5
+    while engine.active() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert engine.active() == 0
+    assert engine.steps < 1000  # stopped long before its 2000 characters
+
+
+def test_deadline_gives_504_and_frees_the_slot(make_app):
+    app = make_app(request_timeout_s=0.3)
+    slow_model(app)
+    client = app.test_client()
+    r = client.post("/generate", json={"max_new_chars": 2000})
+    assert r.status_code == 504 and r.get_json()["error"]["type"] == "timeout"
+    time.sleep(0.1)
+    assert ctx(app).engine.active() == 0
+    r = client.post("/generate", json={"max_new_chars": 2000, "stream": True})
+    events = r.data.decode()
+    assert '"type": "timeout"' in events and events.rstrip().endswith("data: [DONE]")
+
+
+def test_long_prompts_are_prefilled_in_chunks_alongside_decoding(make_app):
+    app = make_app(prefill_chunk=16, max_prompt_chars=5000)
+    client = app.test_client()
+    rs = parallel(client, [{"prompt": "ab " * 1000, "max_new_chars": 30, "seed": 1},
+                           {"prompt": "c", "max_new_chars": 30, "seed": 1}])
+    assert [r.status_code for r in rs] == [200, 200]
+    alone = client.post("/generate", json={"prompt": "ab " * 1000, "max_new_chars": 30, "seed": 1}).get_json()
+    assert rs[0].get_json()["completions"] == alone["completions"]
