@@ -38,8 +38,48 @@ class CharRNN(nn.Module):
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         if state is None:
             state = self.init_hidden(x.shape[0], x.device)
+        if x.shape[1] == 1 and not self.training and not torch.is_grad_enabled():
+            return self._step(x[:, 0], state)          # decoding: one character per sequence
         out, state = self.lstm(self.embed(x), state)  # out: (B, T, hidden)
         return self.head(self.drop(out)), state        # (B, T, vocab)
+
+    # --- inference fast path for one step -------------------------------------------------------
+    # Generation is a loop of single-character steps, where nn.LSTM's per-call overhead (and, on
+    # CPU, oneDNN's set-up) costs several times the arithmetic. The same equations with weights
+    # laid out once for the step: layer 0's input term for every character is precomputed
+    # (embedding @ W_ih_l0^T + biases: a (V, 4H) table, one row read per step), and upper layers
+    # do one matmul over [input, h] against the stacked [W_ih; W_hh].
+
+    def _fused_weights(self) -> dict:
+        key = tuple(p._version for p in self.parameters()) + (self.head.weight.device, self.head.weight.dtype)
+        cache = getattr(self, "_fused", None)
+        if cache is None or cache["key"] != key:
+            with torch.no_grad():
+                L, m = self.cfg.layers, self.lstm
+                w = [(self.embed.weight @ m.weight_ih_l0.T + m.bias_ih_l0 + m.bias_hh_l0).contiguous(),  # (V, 4H)
+                     m.weight_hh_l0.T.contiguous()]                                                       # (H, 4H)
+                for k in range(1, L):
+                    w.append(torch.cat([getattr(m, f"weight_ih_l{k}"), getattr(m, f"weight_hh_l{k}")], 1).T.contiguous())
+                    w.append(getattr(m, f"bias_ih_l{k}") + getattr(m, f"bias_hh_l{k}"))
+                w.append(self.head.weight.T.contiguous())                                                 # (H, V)
+            cache = self._fused = {"key": key, "w": w}
+        return cache["w"]
+
+    def _step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """x (B,) ids -> logits (B, 1, V); state (h, c) each (layers, B, H). Same math as nn.LSTM."""
+        w = self._fused_weights()
+        h, c = state
+        hs, cs = [], []
+        gates = torch.addmm(w[0].index_select(0, x), h[0], w[1])  # (B, 4H)
+        for k in range(self.cfg.layers):
+            if k:
+                gates = torch.addmm(w[2 * k + 1], torch.cat([hs[-1], h[k]], 1), w[2 * k])
+            i, f, g, o = gates.chunk(4, 1)                          # nn.LSTM's gate order
+            ck = torch.sigmoid(f) * c[k] + torch.sigmoid(i) * torch.tanh(g)
+            hs.append(torch.sigmoid(o) * torch.tanh(ck))
+            cs.append(ck)
+        logits = torch.addmm(self.head.bias, hs[-1], w[-1])
+        return logits[:, None], (torch.stack(hs), torch.stack(cs))
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

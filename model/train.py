@@ -193,8 +193,11 @@ def train(c: TrainConfig, command: str = "") -> dict:
         checkpoint()
         print(f"stopped at step {step}/{c.max_steps}; rerun with --resume to continue", file=sys.stderr)
     if history:
-        from model.plot import plot_history
-        plot_history(history, out.with_suffix(".png"), title=f"{out.name}: {cfg.layers}x{cfg.hidden} LSTM")
+        try:
+            from model.plot import plot_history
+            plot_history(history, out.with_suffix(".png"), title=f"{out.name}: {cfg.layers}x{cfg.hidden} LSTM")
+        except ImportError:  # matplotlib is the optional [train] extra
+            print("matplotlib not installed: no loss-curve PNG (pip install '.[train]')", file=sys.stderr)
     if best:
         print(f"best val loss {best['loss']:.4f} nats/char ({best['bpc']:.4f} bpc) at step {best['step']} -> {out}.safetensors")
     return {"step": step, "best": best, "history": history}

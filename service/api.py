@@ -62,6 +62,21 @@ def _events(events: queue.Queue, deadline: float):
             yield None, "timeout", None
 
 
+def _drain(events: queue.Queue, first):
+    """The first event plus all already waiting, consecutive texts of one completion merged:
+    a stream that lags behind the engine catches up in one write, not one per character."""
+    out = [first]
+    while True:
+        try:
+            ev = events.get_nowait()
+        except queue.Empty:
+            return out
+        if ev[1] == "text" and out[-1][1] == "text" and out[-1][0] == ev[0]:
+            out[-1] = (ev[0], "text", out[-1][2] + ev[2])
+        else:
+            out.append(ev)
+
+
 def _engine_error(kind, value):
     if kind == "timeout":
         return APIError(504, "timeout", f"request not finished within {_ctx().settings.request_timeout_s} s")
@@ -103,8 +118,8 @@ def generate():
     ctx, events = _ctx(), queue.Queue()
     seed = req.seed if req.seed is not None else random.SystemRandom().randrange(2**31)
     deadline = time.monotonic() + ctx.settings.request_timeout_s
-    seqs = [ctx.engine.new_sequence(ids, req.sampling(), seed + i, req.max_new_chars, req.stop, deadline, events, i)
-            for i in range(req.n)]
+    seqs = [ctx.engine.new_sequence(ids, req.sampling(), seed + i, req.max_new_chars, req.stop, deadline, events, i,
+                                    req.stream) for i in range(req.n)]
     _submit(seqs)
     ctx.metrics.prompt_chars.inc(len(ids))
     t0 = time.monotonic()
@@ -140,25 +155,27 @@ def _stream(seqs, events, deadline, seed, t0):
     def body():
         open_, first = set(range(len(seqs))), True
         try:
-            for i, kind, value in _events(events, deadline):
-                if kind == "text":
-                    if first:
-                        ctx.metrics.ttfc.observe(time.monotonic() - t0)
-                        first = False
-                    yield sse({"index": i, "text": value})
-                    continue
-                targets = [i] if i is not None else sorted(open_)
-                for j in targets:
-                    if kind == "done":
-                        yield sse({"index": j, "text": "", "finish_reason": value,
-                                   "generated_chars": len(seqs[j].text)})
-                    else:  # the status line is gone; the error travels as an event
-                        e = _engine_error(kind, value)
-                        yield sse({"index": j, "error": {"type": e.type, "message": e.message}})
-                    open_.discard(j)
+            for ev in _events(events, deadline):
+                out = []
+                for i, kind, value in _drain(events, ev):
+                    if kind == "text":
+                        if first:
+                            ctx.metrics.ttfc.observe(time.monotonic() - t0)
+                            first = False
+                        out.append(sse({"index": i, "text": value}))
+                        continue
+                    for j in [i] if i is not None else sorted(open_):
+                        if kind == "done":
+                            out.append(sse({"index": j, "text": "", "finish_reason": value,
+                                            "generated_chars": len(seqs[j].text)}))
+                        else:  # the status line is gone; the error travels as an event
+                            e = _engine_error(kind, value)
+                            out.append(sse({"index": j, "error": {"type": e.type, "message": e.message}}))
+                        open_.discard(j)
                 if not open_:
+                    yield "".join(out + [sse("[DONE]")])
                     break
-            yield sse("[DONE]")
+                yield "".join(out)
         finally:  # also runs when the client disconnects: free the engine slots
             for s in seqs:
                 s.cancel()

@@ -46,6 +46,7 @@ class Sequence:
     deadline: float                # time.monotonic() by which it must be done
     events: queue.Queue = field(default_factory=queue.Queue)  # (index, kind, value), may be shared
     index: int = 0                 # which completion of its request
+    stream: bool = True            # emit text as it is final; else only once, when done
     text: str = ""
     emitted: int = 0
     cancelled: bool = False
@@ -81,7 +82,7 @@ class Sequence:
             self._finish("stop")
         elif len(self.text) >= self.max_new:
             self._finish("length")
-        else:
+        elif self.stream:  # a non-streamed answer needs no per-character events (or thread wake-ups)
             ready = len(self.text) - (holdback(self.text, self.stops) if self.stops else 0)
             if ready > self.emitted:
                 self.emit("text", self.text[self.emitted:ready])
@@ -136,9 +137,10 @@ class Engine:
             self._cond.notify()
 
     def new_sequence(self, prompt_ids, params: SamplingParams, seed: int, max_new: int,
-                     stops: list[str], deadline: float, events: queue.Queue, index: int = 0) -> Sequence:
+                     stops: list[str], deadline: float, events: queue.Queue, index: int = 0,
+                     stream: bool = True) -> Sequence:
         return Sequence(context_ids(self.vocab, prompt_ids), params, seed, max_new, list(stops),
-                        deadline, events, index)
+                        deadline, events, index, stream)
 
     # --- the scheduler thread -----------------------------------------------------------------
     def _run(self):

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from model import CharRNN, ModelConfig
@@ -48,3 +49,24 @@ def test_weights_round_trip_is_exact(tiny_model, tmp_path):
     assert torch.equal(model(x)[0], loaded(x)[0])
     assert not (tmp_path / "m.safetensors.tmp").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.safetensors"]
+    # readable by others (e.g. a container's non-root user), like any file written with open()
+    assert all(p.stat().st_mode & 0o044 == 0o044 for p in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_fused_decode_step_equals_nn_lstm(layers):
+    torch.manual_seed(1)
+    m = CharRNN(ModelConfig(20, embed=6, hidden=12, layers=layers, dropout=0.1)).eval()
+    x = torch.randint(0, 20, (5, 9))
+    with torch.no_grad():
+        ref, ref_state = m(x)                      # whole sequence: nn.LSTM
+        state, steps = None, []
+        for t in range(9):                         # one step at a time: the fused path
+            out, state = m(x[:, t:t + 1], state)
+            steps.append(out)
+    assert torch.allclose(torch.cat(steps, 1), ref, atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(state, ref_state))
+    # weights changed after the first call: the step must see the new ones
+    with torch.no_grad():
+        m.head.bias.add_(1.0)
+        assert torch.allclose(m(x[:, :1])[0], m.head(m.lstm(m.embed(x[:, :1]))[0]), atol=1e-5)

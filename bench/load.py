@@ -1,0 +1,203 @@
+"""Bounded concurrent load over loopback against a real gunicorn server.
+
+    python bench/load.py [--url http://127.0.0.1:8000] [--clients 1,64] [--chars 256]
+
+Without --url it starts `gunicorn -c gunicorn.conf.py` itself on a free port (shipped weights),
+measuring time-to-ready and worker RSS. Scenarios, all in one run:
+  generate  N clients x R streamed /generate requests of --chars characters: chars/s,
+            time to first char and latency (p50/p99), errors; against the compute roofline
+            (batch-64 sgemm FLOP/s measured here / (2 x LSTM+head weights per character)).
+  predict   /predict-next with 200-character contexts, 1 and 8 clients, beside GET /health
+            driven the same way (the client's own overhead, which the ratio cancels).
+Every loop is bounded in count and time. Prints a table and, last, one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTEXT = ("ROMEO:\nBut, soft! what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n"
+           "Arise, fair sun, and kill the envious moon,\nWho is already sick and pale with grief,\nThat thou her maid")[:200]
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else float("nan")
+
+
+def one_request(conn, method, path, body=None, stream=False):
+    """-> (status, chars, ttfc, latency)."""
+    t0 = time.perf_counter()
+    conn.request(method, path, body=json.dumps(body) if body is not None else None,
+                 headers={"Content-Type": "application/json"} if body is not None else {})
+    resp = conn.getresponse()
+    ttfc, chars = None, 0
+    if stream and resp.status == 200:
+        while True:
+            line = resp.readline()
+            if not line:
+                break
+            if line.startswith(b"data: {"):
+                ev = json.loads(line[6:])
+                if ev.get("text"):
+                    ttfc = ttfc or time.perf_counter() - t0
+                    chars += len(ev["text"])
+            elif line.startswith(b"data: [DONE]"):
+                resp.read()
+                break
+    else:
+        data = resp.read()
+        if resp.status == 200 and path == "/generate":
+            chars = json.loads(data)["usage"]["generated_chars"]
+    return resp.status, chars, ttfc, time.perf_counter() - t0
+
+
+def drive(base, clients, requests, method, path, body=None, stream=False, time_limit=120.0):
+    u = urlparse(base)
+    results, lock = [], threading.Lock()
+    start = threading.Barrier(clients + 1)
+    stop_at = [0.0]
+
+    def client():
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
+        start.wait()
+        for _ in range(requests):
+            if time.perf_counter() > stop_at[0]:
+                break
+            try:
+                r = one_request(conn, method, path, body, stream)
+            except Exception:
+                conn.close()
+                conn = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
+                r = (0, 0, None, 0.0)
+            with lock:
+                results.append(r)
+        conn.close()
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    stop_at[0] = time.perf_counter() + time_limit
+    start.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join(time_limit + 130)
+    wall = time.perf_counter() - t0
+    ok = [r for r in results if r[0] == 200]
+    lat = [r[3] for r in ok]
+    ttfc = [r[2] for r in ok if r[2] is not None]
+    return {"clients": clients, "requests": len(results), "errors": len(results) - len(ok), "wall_s": wall,
+            "chars": sum(r[1] for r in ok), "chars_per_s": sum(r[1] for r in ok) / wall,
+            "p50_ms": pct(lat, 50) * 1e3, "p99_ms": pct(lat, 99) * 1e3,
+            "ttfc_p50_ms": pct(ttfc, 50) * 1e3, "ttfc_p99_ms": pct(ttfc, 99) * 1e3}
+
+
+def start_server(weights):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "CHARRNN_WEIGHTS": weights}
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([str(gunicorn), "-c", "gunicorn.conf.py", "--access-logfile", "/dev/null"], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    while time.perf_counter() - t0 < 60:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            c.request("GET", "/ready")
+            if c.getresponse().status == 200:
+                break
+        except OSError:
+            time.sleep(0.02)
+    return proc, base, time.perf_counter() - t0
+
+
+def worker_rss_mb(master_pid: int) -> list[float]:
+    out = []
+    for child in Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split():
+        for line in Path(f"/proc/{child}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                out.append(int(line.split()[1]) / 1024)
+    return out
+
+
+def compute_roofline(weights) -> float:
+    """Characters/s a batch-64 step could reach at this machine's sgemm FLOP/s."""
+    import torch
+    from model.checkpoint import load_weights
+    sys.path.insert(0, str(ROOT / "bench"))
+    from decode import gemm_flops
+    model = load_weights(weights)[0]
+    per_char = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("embed"))
+    return gemm_flops(64) / (2 * per_char)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--url", default=None)
+    ap.add_argument("--weights", default="weights/shakespeare")
+    ap.add_argument("--clients", default="1,64")
+    ap.add_argument("--requests", type=int, default=2, help="generate requests per client")
+    ap.add_argument("--chars", type=int, default=256)
+    ap.add_argument("--predict-requests", type=int, default=200, help="per client")
+    args = ap.parse_args()
+    sys.path.insert(0, str(ROOT))
+
+    proc, ready_s, rss = None, None, None
+    base = args.url
+    if base is None:
+        proc, base, ready_s = start_server(args.weights)
+    try:
+        one_request(http.client.HTTPConnection(urlparse(base).hostname, urlparse(base).port), "POST", "/generate",
+                    {"prompt": "A", "max_new_chars": 20})  # warm-up
+        gen = []
+        for n in [int(c) for c in args.clients.split(",")]:
+            body = {"prompt": "ROMEO:", "max_new_chars": args.chars, "temperature": 0.8, "stream": True}
+            gen.append(drive(base, n, args.requests, "POST", "/generate", body, stream=True))
+        pred = {}
+        for n in (1, 8):
+            pred[f"predict_{n}"] = drive(base, n, args.predict_requests, "POST", "/predict-next", {"text": CONTEXT})
+            pred[f"health_{n}"] = drive(base, n, args.predict_requests, "GET", "/health")
+        if proc:
+            rss = worker_rss_mb(proc.pid)
+    finally:
+        if proc:
+            proc.terminate()
+            proc.wait(30)
+    roof = compute_roofline(args.weights)  # server stopped: measured on a quiet machine
+
+    print(f"{'scenario':24} {'clients':>7} {'reqs':>5} {'err':>4} {'chars/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'TTFC p50':>9} {'TTFC p99':>9}")
+    for g in gen:
+        print(f"{'generate ' + str(args.chars):24} {g['clients']:>7} {g['requests']:>5} {g['errors']:>4} "
+              f"{g['chars_per_s']:>9.0f} {g['p50_ms']:>8.1f} {g['p99_ms']:>8.1f} {g['ttfc_p50_ms']:>9.1f} {g['ttfc_p99_ms']:>9.1f}")
+    for k, r in pred.items():
+        print(f"{k:24} {r['clients']:>7} {r['requests']:>5} {r['errors']:>4} {'':>9} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}")
+    summary = {"compute_roofline_chars_per_s": roof,
+               "generate_fraction_of_roofline": gen[-1]["chars_per_s"] / roof,
+               "speedup_vs_one_client": gen[-1]["chars_per_s"] / gen[0]["chars_per_s"],
+               "predict_p99_ms_1_client": pred["predict_1"]["p99_ms"],
+               "predict_p99_over_health_p99_8_clients": pred["predict_8"]["p99_ms"] / pred["health_8"]["p99_ms"],
+               "ready_s": ready_s, "worker_rss_mb": rss}
+    print(f"compute roofline {roof:.0f} chars/s; {gen[-1]['clients']} clients reach "
+          f"{summary['generate_fraction_of_roofline']:.0%} of it, {summary['speedup_vs_one_client']:.1f}x one client")
+    print(f"predict-next p99 {summary['predict_p99_ms_1_client']:.1f} ms (1 client); at 8 clients p99 = "
+          f"{summary['predict_p99_over_health_p99_8_clients']:.2f}x that of /health")
+    if ready_s is not None:
+        print(f"ready after {ready_s:.2f} s; worker RSS {', '.join(f'{r:.0f}' for r in rss)} MB")
+    print(json.dumps({"generate": gen, **pred, **summary}))
+
+
+if __name__ == "__main__":
+    main()
