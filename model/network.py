@@ -50,40 +50,45 @@ class CharRNN(nn.Module):
     # (embedding @ W_ih_l0^T + biases: a (V, 4H) table, one row read per step), and upper layers
     # do one matmul over [input, h] against the stacked [W_ih; W_hh].
 
-    def _fused_weights(self) -> dict:
-        key = tuple(p._version for p in self.parameters()) + (self.head.weight.device, self.head.weight.dtype)
-        cache = getattr(self, "_fused", None)
-        if cache is None or cache["key"] != key:
+    def _fused_weights(self) -> list[torch.Tensor]:
+        params = self.__dict__.get("_param_list") or self.__dict__.setdefault("_param_list", list(self.parameters()))
+        key = tuple(p._version for p in params) + (params[0].device, params[0].dtype)  # rebuilt if weights change
+        cache = self.__dict__.get("_fused")
+        if cache is None or cache[0] != key:
+            H, m = self.cfg.hidden, self.lstm
+            # Gate rows reordered (i, f, g, o) -> (i, f, o, g): one sigmoid over the first 3H, one tanh over the last H.
+            order = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)])
+            order = order.to(params[0].device)
             with torch.no_grad():
-                L, m = self.cfg.layers, self.lstm
-                w = [(self.embed.weight @ m.weight_ih_l0.T + m.bias_ih_l0 + m.bias_hh_l0).contiguous(),  # (V, 4H)
-                     m.weight_hh_l0.T.contiguous()]                                                       # (H, 4H)
-                for k in range(1, L):
-                    w.append(torch.cat([getattr(m, f"weight_ih_l{k}"), getattr(m, f"weight_hh_l{k}")], 1).T.contiguous())
-                    w.append(getattr(m, f"bias_ih_l{k}") + getattr(m, f"bias_hh_l{k}"))
-                w.append(self.head.weight.T.contiguous())                                                 # (H, V)
-            cache = self._fused = {"key": key, "w": w}
-        return cache["w"]
+                w = [(self.embed.weight @ m.weight_ih_l0.T + m.bias_ih_l0 + m.bias_hh_l0)[:, order].contiguous(),  # (V, 4H)
+                     m.weight_hh_l0[order].T.contiguous()]                                                          # (H, 4H)
+                for k in range(1, self.cfg.layers):
+                    wk = torch.cat([getattr(m, f"weight_ih_l{k}"), getattr(m, f"weight_hh_l{k}")], 1)[order]
+                    w += [wk.T.contiguous(), (getattr(m, f"bias_ih_l{k}") + getattr(m, f"bias_hh_l{k}"))[order]]
+                w.append(self.head.weight.T.contiguous())                                                           # (H, V)
+            cache = self.__dict__["_fused"] = (key, w)
+        return cache[1]
 
     def _step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """x (B,) ids -> logits (B, 1, V); state (h, c) each (layers, B, H). Same math as nn.LSTM."""
-        w = self._fused_weights()
+        w, H = self._fused_weights(), self.cfg.hidden
         h, c = state
         hs, cs = [], []
-        gates = torch.addmm(w[0].index_select(0, x), h[0], w[1])  # (B, 4H)
+        gates = torch.addmm(w[0].index_select(0, x), h[0], w[1])    # (B, 4H), gates (i, f, o, g)
         for k in range(self.cfg.layers):
             if k:
                 gates = torch.addmm(w[2 * k + 1], torch.cat([hs[-1], h[k]], 1), w[2 * k])
-            i, f, g, o = gates.chunk(4, 1)                          # nn.LSTM's gate order
-            ck = torch.sigmoid(f) * c[k] + torch.sigmoid(i) * torch.tanh(g)
-            hs.append(torch.sigmoid(o) * torch.tanh(ck))
+            gates[:, :3 * H].sigmoid_()
+            gates[:, 3 * H:].tanh_()
+            i, f, o, g = gates.split(H, 1)
+            ck = torch.addcmul(f * c[k], i, g)                       # c' = f*c + i*g
+            hs.append(o * ck.tanh())                                 # h' = o*tanh(c')
             cs.append(ck)
         logits = torch.addmm(self.head.bias, hs[-1], w[-1])
         return logits[:, None], (torch.stack(hs), torch.stack(cs))
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
 
 def detach_state(state: State) -> State:
     """Cut the autograd graph between BPTT windows while keeping the values (truncated BPTT)."""

@@ -82,34 +82,48 @@ def choose(logits: torch.Tensor, temperature: torch.Tensor, uniforms: torch.Tens
     return torch.where(temperature > 0, sampled, logits.argmax(-1))
 
 
-def process_logits(logits: torch.Tensor, temperature, top_k, top_p, penalty=None, recent=None) -> torch.Tensor:
-    """Every transform in the order they apply: penalty, temperature, top-k, top-p."""
-    if penalty is not None and recent is not None and bool((penalty != 1).any()):
-        logits = apply_repetition_penalty(logits, recent, penalty)
-    logits = apply_temperature(logits, temperature)
-    if bool((top_k > 0).any()):
-        logits = apply_top_k(logits, top_k)
-    if bool((top_p < 1).any()):
-        logits = apply_top_p(logits, top_p)
+def process_logits(logits: torch.Tensor, t: dict, recent: torch.Tensor | None = None) -> torch.Tensor:
+    """Every transform, in the order they apply: penalty, temperature, top-k, top-p.
+    t: batch_params(); transforms no row uses are skipped."""
+    if t["any_penalty"] and recent is not None:
+        logits = apply_repetition_penalty(logits, recent, t["penalty"])
+    if t["any_temperature"]:
+        logits = apply_temperature(logits, t["temperature"])
+    if t["any_top_k"]:
+        logits = apply_top_k(logits, t["top_k"])
+    if t["any_top_p"]:
+        logits = apply_top_p(logits, t["top_p"])
     return logits
 
 
-def batch_params(params: list[SamplingParams]) -> dict[str, torch.Tensor]:
-    """Per-row tensors for a batch of requests' settings."""
+def batch_params(params: list[SamplingParams]) -> dict:
+    """Per-row tensors for a batch of requests' settings, and which transforms any row needs.
+    Build once per batch composition, not per step."""
     return {"temperature": torch.tensor([p.temperature for p in params], dtype=torch.float32),
             "top_k": torch.tensor([p.top_k or 0 for p in params], dtype=torch.long),
             "top_p": torch.tensor([p.top_p or 1.0 for p in params], dtype=torch.float32),
-            "penalty": torch.tensor([p.repetition_penalty for p in params], dtype=torch.float32)}
+            "penalty": torch.tensor([p.repetition_penalty for p in params], dtype=torch.float32),
+            "any_penalty": any(p.repetition_penalty != 1 for p in params),
+            "any_temperature": any(p.temperature not in (0, 1) for p in params),
+            "any_top_k": any(p.top_k for p in params),
+            "any_top_p": any(p.top_p is not None and p.top_p < 1 for p in params),
+            "all_greedy": all(p.temperature == 0 for p in params)}
+
+
+def sample_batch(logits: torch.Tensor, t: dict, rngs: list[random.Random], recent: torch.Tensor | None = None) -> torch.Tensor:
+    """logits (B, V) -> next ids (B,), with t = batch_params(...) of the same rows."""
+    if t["all_greedy"]:  # greedy rows ignore their draws: skipping them changes no output
+        return logits.argmax(-1)
+    logits = process_logits(logits.float(), t, recent)
+    uniforms = torch.tensor([r.random() for r in rngs], dtype=torch.float64)
+    return choose(logits, t["temperature"], uniforms)
 
 
 def sample_next(logits: torch.Tensor, params: list[SamplingParams], rngs: list[random.Random],
                 recent: torch.Tensor | None = None) -> torch.Tensor:
     """logits (B, V) -> next ids (B,). Row i draws from its own rngs[i], so a seeded sequence is
     reproducible whatever else shares the batch."""
-    t = batch_params(params)
-    logits = process_logits(logits.float(), t["temperature"], t["top_k"], t["top_p"], t["penalty"], recent)
-    uniforms = torch.tensor([r.random() for r in rngs], dtype=torch.float64)
-    return choose(logits, t["temperature"], uniforms)
+    return sample_batch(logits, batch_params(params), rngs, recent)
 
 
 def find_stop(text: str, stops: list[str], start: int = 0) -> int | None:

@@ -21,7 +21,7 @@ import torch
 
 from model.generate import context_ids
 from model.network import CharRNN
-from model.sampling import SamplingParams, find_stop, holdback, sample_next
+from model.sampling import SamplingParams, batch_params, find_stop, holdback, sample_batch
 from model.vocab import Vocab
 
 log = logging.getLogger("charrnn.engine")
@@ -101,6 +101,7 @@ class Engine:
         self._prefilling: list[Sequence] = []
         self._batch: list[Sequence] = []
         self._h = self._c = self._logits = None  # batch state (layers, B, H) and logits (B, V)
+        self._params = None  # the batch's sampling settings as tensors; rebuilt when rows change
         self._stop = False
         self.steps = 0
         self._thread = threading.Thread(target=self._run, name="charrnn-engine", daemon=True)
@@ -182,6 +183,7 @@ class Engine:
         if len(rows) == len(self._batch):
             return
         self._batch = [self._batch[i] for i in rows]
+        self._params = None
         if not rows:
             self._h = self._c = self._logits = None
             return
@@ -229,14 +231,17 @@ class Engine:
             self._logits = torch.cat([self._logits, s.logits], 0)
         s.logits = None
         self._batch.append(s)
+        self._params = None
 
     def _decode_step(self):
         batch = self._batch
+        if self._params is None:
+            self._params = batch_params([s.params for s in batch])
         recent = None
-        if any(s.params.repetition_penalty != 1 for s in batch):
+        if self._params["any_penalty"]:
             w = max(len(s.recent) for s in batch)
             recent = torch.tensor([s.recent + [-1] * (w - len(s.recent)) for s in batch], dtype=torch.long)
-        nxt = sample_next(self._logits.float().cpu(), [s.params for s in batch], [s.rng for s in batch], recent)
+        nxt = sample_batch(self._logits.float().cpu(), self._params, [s.rng for s in batch], recent)
         ids = nxt.tolist()
         for s, i in zip(batch, ids):
             s.push(self.vocab.chars[i], i)
