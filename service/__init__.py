@@ -39,7 +39,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     t0 = time.time()
     model, vocab, card = load_weights(settings.weights, device)
     metrics = Metrics()
-    engine = Engine(model, vocab, settings.max_batch, settings.max_queue, settings.prefill_chunk, metrics).start()
+    engine = Engine(model, vocab, settings.max_batch, settings.max_queue, settings.prefill_chunk, metrics,
+                    settings.prefix_cache).start()
     log.info("loaded %s (%d params) on %s in %.2fs", settings.weights, model.num_params(), device, time.time() - t0)
 
     app = Flask(__name__)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import queue
+from array import array
+from collections import OrderedDict
 import random
 import threading
 import time
@@ -53,6 +55,7 @@ class Sequence:
     done: bool = False
     recent: list[int] = field(default_factory=list)
     state: tuple | None = None     # (h, c) while prefilling: (layers, 1, hidden)
+    context: list[int] | None = None  # the whole context, kept for the prefix cache
     logits: torch.Tensor | None = None
 
     def __post_init__(self):
@@ -90,12 +93,47 @@ class Sequence:
         return self.done
 
 
+class PrefixCache:
+    """LRU of LSTM states after a context. A repeated prompt skips its prefill; a text that
+    extends a cached one (autocomplete: the user typed a few more characters) reads only the
+    new characters. Entries are small: (h, c) is 2 x layers x hidden floats."""
+
+    def __init__(self, size: int, lookback: int = 64):
+        self.size, self.lookback = size, lookback
+        self._d: OrderedDict[bytes, tuple] = OrderedDict()
+        self.hits = self.lookups = 0
+
+    @staticmethod
+    def _key(ids: list[int]) -> bytes:
+        return array("i", ids).tobytes()
+
+    def get(self, ids: list[int]):
+        """-> (number of leading ids covered, (h, c, logits)) for the longest cached prefix
+        among the last `lookback` lengths, or None."""
+        self.lookups += 1
+        key = self._key(ids)
+        for n in range(len(ids), max(0, len(ids) - self.lookback), -1):
+            hit = self._d.get(key[:4 * n])
+            if hit is not None:
+                self._d.move_to_end(key[:4 * n])
+                self.hits += 1
+                return n, hit
+        return None
+
+    def put(self, ids: list[int], h, c, logits):
+        self._d[self._key(ids)] = (h.clone(), c.clone(), logits.clone())
+        self._d.move_to_end(self._key(ids))
+        while len(self._d) > self.size:
+            self._d.popitem(last=False)
+
+
 class Engine:
     def __init__(self, model: CharRNN, vocab: Vocab, max_batch: int = 64, max_queue: int = 256,
-                 prefill_chunk: int = 256, metrics=None):
+                 prefill_chunk: int = 256, metrics=None, prefix_cache: int = 1024):
         self.model, self.vocab, self.metrics = model, vocab, metrics
         self.max_batch, self.max_queue, self.prefill_chunk = max_batch, max_queue, prefill_chunk
         self.device = model.head.weight.device
+        self.cache = PrefixCache(prefix_cache) if prefix_cache else None
         self._pending: deque[Sequence] = deque()
         self._cond = threading.Condition()
         self._prefilling: list[Sequence] = []
@@ -196,9 +234,15 @@ class Engine:
         group = self._prefilling
         for s in group:
             if s.state is None:
-                s.state = self.model.init_hidden(1, self.device)
-                if not s.ids:  # nothing to read at all: the head on the zero state
-                    s.logits = self.model.head(s.state[0][-1])
+                s.context = s.ids
+                hit = self.cache.get(s.ids) if self.cache and s.ids else None
+                if hit:
+                    n, (h, c, s.logits) = hit
+                    s.state, s.ids = (h, c), s.ids[n:]
+                else:
+                    s.state = self.model.init_hidden(1, self.device)
+                    if not s.ids:  # nothing to read at all: the head on the zero state
+                        s.logits = self.model.head(s.state[0][-1])
         todo = [s for s in group if s.ids]
         if todo:
             n = min(self.prefill_chunk, min(len(s.ids) for s in todo))
@@ -210,6 +254,10 @@ class Engine:
                 s.ids = s.ids[n:]
                 s.state = (h[:, i:i + 1], c[:, i:i + 1])
                 s.logits = logits[i:i + 1, -1]
+            if self.cache:
+                for s in todo:
+                    if not s.ids:  # fully read: remember the state after this context
+                        self.cache.put(s.context, s.state[0], s.state[1], s.logits)
         still = []
         for s in group:
             if s.ids:

@@ -1,0 +1,43 @@
+"""Prefix cache: repeated and extended prompts reuse the LSTM state, with the same answers."""
+import pytest
+import torch
+
+from service.engine import PrefixCache
+
+
+def test_lru_longest_prefix_and_eviction():
+    cache = PrefixCache(size=2, lookback=3)
+    t = torch.zeros(1)
+    cache.put([1, 2, 3], t, t, t + 1)
+    cache.put([1, 2], t, t, t + 2)
+    n, (_, _, logits) = cache.get([1, 2, 3, 4, 5])
+    assert n == 3 and logits.item() == 1          # the longest cached prefix wins
+    assert cache.get([1, 2, 3, 4, 5, 6, 7]) is None  # beyond the look-back
+    cache.put([9], t, t, t)                        # evicts the least recently used: [1, 2]
+    assert cache.get([1, 2]) is None
+    assert cache.get([1, 2, 3])[0] == 3
+    assert (cache.hits, cache.lookups) == (2, 4)
+
+
+def predictions(client, text):
+    r = client.post("/predict-next", json={"text": text, "top_k": 10})
+    assert r.status_code == 200
+    return r.get_json()["predictions"]
+
+
+def test_cached_and_uncached_answers_agree(make_app):
+    cached = make_app(prefix_cache=64).test_client()
+    plain = make_app(prefix_cache=0).test_client()
+    engine = cached.application.extensions["charrnn"].engine
+    texts = ["the quick brown fox", "the quick brown fox", "the quick brown fox jum", "the quick brown fox jumps."]
+    for text in texts:
+        a, b = predictions(cached, text), predictions(plain, text)
+        assert [p["char"] for p in a] == [p["char"] for p in b]
+        for p, q in zip(a, b):
+            assert p["prob"] == pytest.approx(q["prob"], abs=1e-5)
+    assert engine.cache.hits == 3  # the repeat, and each extension of a text seen before
+    req = {"prompt": "the lazy dog", "max_new_chars": 50, "seed": 9, "temperature": 1.0}
+    first = cached.post("/generate", json=req).get_json()
+    assert cached.post("/generate", json=req).get_json() == first == plain.post("/generate", json=req).get_json()
+    assert engine.cache.hits == 4
+    assert "charrnn_prefix_cache_hits 4.0" in cached.get("/metrics").data.decode()
