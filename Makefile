@@ -21,7 +21,10 @@ test: $(STAMP)
 serve: $(STAMP)
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py --bind 0.0.0.0:$(PORT)
 
+# Benchmarks print measured figures (tables + a JSON line); run them on a quiet machine.
 bench: $(STAMP)
+	$(PY) bench/decode.py --weights weights/shakespeare
+	$(PY) bench/load.py
 	$(PY) bench/train_throughput.py
 
 clean:

@@ -7,7 +7,8 @@ measuring time-to-ready and worker RSS. Scenarios, all in one run:
   generate  N clients x R streamed /generate requests of --chars characters: chars/s,
             time to first char and latency (p50/p99), errors; against the compute roofline
             (batch-64 sgemm FLOP/s measured here / (2 x LSTM+head weights per character)).
-  predict   /predict-next with 200-character contexts, 1 and 8 clients, beside GET /health
+  predict   /predict-next with 200-character contexts, 1 and 8 clients: every context new
+            (full prefill), and one context repeated (prefix-cache hit); beside GET /health
             driven the same way (the client's own overhead, which the ratio cancels).
 Every loop is bounded in count and time. Prints a table and, last, one JSON line.
 """
@@ -62,8 +63,19 @@ def one_request(conn, method, path, body=None, stream=False):
     return resp.status, chars, ttfc, time.perf_counter() - t0
 
 
+def unique_context(i: int) -> str:
+    """A 200-character context whose first characters are unique to request i: no prefix-cache hit."""
+    tag = ""
+    for _ in range(4):
+        i, r = divmod(i, 26)
+        tag += chr(ord("a") + r)
+    return (tag + " " + CONTEXT)[:200]
+
+
 def drive(base, clients, requests, method, path, body=None, stream=False, time_limit=120.0):
+    """body: a dict, or a function of the request number returning one."""
     u = urlparse(base)
+    counter = iter(range(10**9))
     results, lock = [], threading.Lock()
     start = threading.Barrier(clients + 1)
     stop_at = [0.0]
@@ -75,7 +87,8 @@ def drive(base, clients, requests, method, path, body=None, stream=False, time_l
             if time.perf_counter() > stop_at[0]:
                 break
             try:
-                r = one_request(conn, method, path, body, stream)
+                b = body(next(counter)) if callable(body) else body
+                r = one_request(conn, method, path, b, stream)
             except Exception:
                 conn.close()
                 conn = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
@@ -167,7 +180,10 @@ def main():
             gen.append(drive(base, n, args.requests, "POST", "/generate", body, stream=True))
         pred = {}
         for n in (1, 8):
-            pred[f"predict_{n}"] = drive(base, n, args.predict_requests, "POST", "/predict-next", {"text": CONTEXT})
+            pred[f"predict_{n}"] = drive(base, n, args.predict_requests, "POST", "/predict-next",
+                                         lambda i: {"text": unique_context(i)})
+            pred[f"predict_cached_{n}"] = drive(base, n, args.predict_requests, "POST", "/predict-next",
+                                                {"text": CONTEXT})
             pred[f"health_{n}"] = drive(base, n, args.predict_requests, "GET", "/health")
         if proc:
             rss = worker_rss_mb(proc.pid)
