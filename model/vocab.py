@@ -35,7 +35,7 @@ class Vocab:
         return len(self.chars)
 
     @classmethod
-    def from_text(cls, text: str, chunk: int = 1 << 24) -> "Vocab":
+    def from_text(cls, text: str, chunk: int = 1 << 22) -> "Vocab":
         cps = np.zeros(0, dtype=np.uint32)
         for i in range(0, len(text), chunk):  # chunked: peak memory ~4 bytes x chunk
             cps = np.union1d(cps, np.unique(_codepoints(text[i:i + chunk])))
@@ -45,9 +45,10 @@ class Vocab:
         """Characters of `text` not in the vocabulary, sorted, each once."""
         return sorted(set(text) - self._index.keys())
 
-    def encode(self, text: str, unknown: str = "error") -> np.ndarray:
-        """text -> ids. unknown='error' raises KeyError naming them; 'skip' drops them."""
-        out, chunk = [], 1 << 24
+    def encode(self, text: str, unknown: str = "error", chunk: int = 1 << 22) -> np.ndarray:
+        """text -> ids. unknown='error' raises KeyError naming them; 'skip' drops them.
+        Works in chunks into one preallocated array: peak extra memory ~16 bytes x chunk."""
+        out, n = np.empty(len(text), dtype=id_dtype(len(self))), 0
         for i in range(0, len(text), chunk):
             cps = _codepoints(text[i:i + chunk])
             pos = np.searchsorted(self._cps, cps).clip(max=len(self._cps) - 1)
@@ -56,8 +57,9 @@ class Vocab:
                 if unknown == "error":
                     raise KeyError(self.unknown(text))
                 pos = pos[known]
-            out.append(pos.astype(id_dtype(len(self))))
-        return np.concatenate(out) if out else np.zeros(0, dtype=id_dtype(len(self)))
+            out[n:n + len(pos)] = pos
+            n += len(pos)
+        return out[:n]
 
     def decode(self, ids) -> str:
         return "".join(self.chars[int(i)] for i in ids)
