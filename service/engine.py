@@ -191,7 +191,9 @@ class Engine:
                 if self._stop:
                     break
                 while self._pending and len(self._batch) + len(self._prefilling) < self.max_batch:
-                    self._prefilling.append(self._pending.popleft())
+                    s = self._pending.popleft()
+                    if not s.cancelled:  # a client that left while queued takes no slot
+                        self._prefilling.append(s)
             try:
                 self._reap()
                 if self._prefilling:
@@ -203,7 +205,8 @@ class Engine:
                 for s in self._prefilling + self._batch:
                     s.done = True
                     s.emit("error", "internal error")
-                self._prefilling, self._batch, self._h = [], [], None
+                self._prefilling, self._batch = [], []
+                self._h = self._c = self._logits = self._params = None
         for s in list(self._pending) + self._prefilling + self._batch:
             s.emit("error", "server shutting down")
 

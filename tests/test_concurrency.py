@@ -116,3 +116,22 @@ def test_long_prompts_are_prefilled_in_chunks_alongside_decoding(make_app):
     assert [r.status_code for r in rs] == [200, 200]
     alone = client.post("/generate", json={"prompt": "ab " * 1000, "max_new_chars": 30, "seed": 1}).get_json()
     assert rs[0].get_json()["completions"] == alone["completions"]
+
+
+def test_a_failing_model_call_fails_its_requests_not_the_engine(make_app):
+    app = make_app()
+    model = ctx(app).model
+    forward, calls = model.forward, []
+
+    def flaky(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("injected fault")
+        return forward(*a, **k)
+    model.forward = flaky
+    client = app.test_client()
+    r = client.post("/generate", json={"max_new_chars": 20})
+    assert r.status_code == 500 and r.get_json()["error"]["type"] == "engine_error"
+    assert "injected" not in r.get_data(as_text=True)
+    assert client.get("/ready").status_code == 200
+    assert client.post("/generate", json={"max_new_chars": 20}).status_code == 200
