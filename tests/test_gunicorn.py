@@ -62,3 +62,27 @@ def test_gunicorn_shuts_down_gracefully(server):
     out = proc.communicate(timeout=40)[0].decode()
     assert proc.returncode == 0, out[-2000:]
     assert "Booting worker" in out and "Shutting down" in out
+
+
+def test_a_client_that_disconnects_frees_its_slot(server):
+    import http.client
+    import json
+    import re
+
+    base, proc, _ = server
+    port = int(base.rsplit(":", 1)[1])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("POST", "/generate", body=json.dumps({"max_new_chars": 2000, "stream": True, "n": 2}),
+                 headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.readline().startswith(b"data: ")
+    conn.sock.close()  # the client goes away mid-stream
+
+    def metric(name):
+        text = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
+        return float(re.search(rf"^{name} (\S+)$", text, re.M).group(1))
+    deadline = time.time() + 10
+    while metric("charrnn_active_sequences") and time.time() < deadline:
+        time.sleep(0.05)
+    assert metric("charrnn_active_sequences") == 0
+    assert metric("charrnn_generated_chars_total") < 2 * 2000
