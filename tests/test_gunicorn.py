@@ -76,7 +76,9 @@ def test_a_client_that_disconnects_frees_its_slot(server):
                  headers={"Content-Type": "application/json"})
     resp = conn.getresponse()
     assert resp.status == 200 and resp.readline().startswith(b"data: ")
-    conn.sock.close()  # the client goes away mid-stream
+    conn.sock.shutdown(socket.SHUT_RDWR)  # the client goes away mid-stream
+    resp.close()
+    conn.close()
 
     def metric(name):
         text = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
