@@ -11,6 +11,7 @@ from flask import Flask, g, request
 
 from model.checkpoint import load_weights, pick_device
 from service.engine import Engine
+from service.memory import IdleTrimmer
 from service.metrics import Metrics
 from service.settings import Settings
 
@@ -40,7 +41,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     model, vocab, card = load_weights(settings.weights, device)
     metrics = Metrics()
     engine = Engine(model, vocab, settings.max_batch, settings.max_queue, settings.prefill_chunk, metrics,
-                    settings.prefix_cache).start()
+                    settings.prefix_cache, on_idle=IdleTrimmer()).start()
     log.info("loaded %s (%d params) on %s in %.2fs", settings.weights, model.num_params(), device, time.time() - t0)
 
     app = Flask(__name__)

@@ -129,11 +129,12 @@ class PrefixCache:
 
 class Engine:
     def __init__(self, model: CharRNN, vocab: Vocab, max_batch: int = 64, max_queue: int = 256,
-                 prefill_chunk: int = 256, metrics=None, prefix_cache: int = 1024):
+                 prefill_chunk: int = 256, metrics=None, prefix_cache: int = 1024, on_idle=None):
         self.model, self.vocab, self.metrics = model, vocab, metrics
         self.max_batch, self.max_queue, self.prefill_chunk = max_batch, max_queue, prefill_chunk
         self.device = model.head.weight.device
         self.cache = PrefixCache(prefix_cache) if prefix_cache else None
+        self.on_idle = on_idle  # called (engine thread) when the last sequence is done
         self._pending: deque[Sequence] = deque()
         self._cond = threading.Condition()
         self._prefilling: list[Sequence] = []
@@ -186,6 +187,8 @@ class Engine:
         torch.set_grad_enabled(False)
         while True:
             with self._cond:
+                if not (self._stop or self._pending or self._prefilling or self._batch) and self.on_idle:
+                    self.on_idle()
                 while not (self._stop or self._pending or self._prefilling or self._batch):
                     self._cond.wait()
                 if self._stop:
