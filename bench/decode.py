@@ -97,8 +97,21 @@ def main():
     for r in rows:
         print(f"{r['batch']:>5} {r['fused_us']:>9.0f} {r['naive_onednn_us']:>11.0f} {r['naive_native_us']:>11.0f} "
               f"{r['memory_floor_us']:>9.0f} {r['compute_floor_us']:>13.0f} {r['of_roofline']:>11.0%} {r['chars_per_s']:>9.0f}")
+    # Prompt prefill: the whole-sequence nn.LSTM over 200 characters, oneDNN vs native.
+    prefill = []
+    for B in (1, 8):
+        x = torch.randint(0, cfg.vocab_size, (B, 200))
+        r = {"batch": B, "chars": 200}
+        for mkldnn in (True, False):
+            torch.backends.mkldnn.enabled = mkldnn
+            r["onednn_ms" if mkldnn else "native_ms"] = timeit(lambda: model(x), min_time=1.0, warmup=2) * 1e3
+        torch.backends.mkldnn.enabled = True
+        prefill.append(r)
+    print("prefill of 200 characters (nn.LSTM, whole sequence):")
+    for r in prefill:
+        print(f"  batch {r['batch']}: oneDNN {r['onednn_ms']:.1f} ms, native {r['native_ms']:.1f} ms")
     print(json.dumps({"threads": torch.get_num_threads(), "step_weight_bytes": step_weights * 4,
-                      "gemv_bytes_per_s": bw, "rows": rows}))
+                      "gemv_bytes_per_s": bw, "rows": rows, "prefill": prefill}))
 
 
 if __name__ == "__main__":
