@@ -128,9 +128,7 @@ def generate():
     texts, reasons = [""] * req.n, [None] * req.n
     try:
         for i, kind, value in _events(events, deadline):
-            if kind == "text":
-                if not any(texts):
-                    ctx.metrics.ttfc.observe(time.monotonic() - t0)
+            if kind == "text":  # a plain answer gets its text in one piece: no time-to-first-char here
                 texts[i] += value
             elif kind == "done":
                 reasons[i] = value

@@ -13,7 +13,7 @@ class Metrics:
         self.requests = Counter("charrnn_requests", "HTTP requests by endpoint and status", ["endpoint", "status"], registry=r)
         self.latency = Histogram("charrnn_request_duration_seconds", "request latency (to the last byte for streams)",
                                  ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
-        self.ttfc = Histogram("charrnn_time_to_first_char_seconds", "time to the first generated character",
+        self.ttfc = Histogram("charrnn_time_to_first_char_seconds", "time to the first streamed character",
                               buckets=LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram("charrnn_batch_size", "sequences per decode step", buckets=BATCH_BUCKETS, registry=r)
         self.generated = Counter("charrnn_generated_chars", "characters generated", registry=r)
