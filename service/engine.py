@@ -305,6 +305,8 @@ class Engine:
         rows = [i for i, s in enumerate(batch) if not (s.done or s.cancelled)]
         self._keep(rows)
         if rows:
-            x = nxt.index_select(0, torch.tensor(rows)).to(self.device)[:, None]  # (B, 1)
+            if len(rows) < len(nxt):  # the usual step keeps every row: no gather then
+                nxt = nxt.index_select(0, torch.tensor(rows))
+            x = nxt.to(self.device)[:, None]  # (B, 1)
             logits, (self._h, self._c) = self.model(x, (self._h, self._c))
             self._logits = logits[:, -1]
