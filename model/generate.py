@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import torch
 
 from model.network import CharRNN, State
-from model.sampling import SamplingParams, find_stop, sample_next
+from model.sampling import SamplingParams, batch_params, find_stop, sample_batch
 from model.vocab import Vocab
 
 
@@ -40,12 +40,14 @@ def stream(model: CharRNN, vocab: Vocab, prompt: str, max_new: int, params: Samp
     ids = context_ids(vocab, vocab.encode(prompt))
     logits, state = prefill(model, ids)
     rng, recent = random.Random(seed), ids[-params.penalty_window:]
+    settings, penalty = batch_params([params]), params.repetition_penalty != 1  # built once, not per step
     device = logits.device
     for _ in range(max_new):
-        rec = torch.tensor([recent or [-1]], dtype=torch.long)
-        nxt = int(sample_next(logits.cpu(), [params], [rng], rec)[0])
+        rec = torch.tensor([recent or [-1]], dtype=torch.long) if penalty else None
+        nxt = int(sample_batch(logits.cpu(), settings, [rng], rec)[0])
         yield vocab.chars[nxt]
-        recent = (recent + [nxt])[-params.penalty_window:]
+        if penalty:
+            recent = (recent + [nxt])[-params.penalty_window:]
         logits, state = model(torch.tensor([[nxt]], device=device), state)
         logits = logits[:, -1]
 

@@ -90,6 +90,7 @@ class CharRNN(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+
 def detach_state(state: State) -> State:
     """Cut the autograd graph between BPTT windows while keeping the values (truncated BPTT)."""
     return state[0].detach(), state[1].detach()

@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     def _count(resp):
         endpoint = request.url_rule.rule if request.url_rule else "(unmatched)"
         metrics.requests.labels(endpoint, str(resp.status_code)).inc()
-        if not getattr(resp, "is_streamed_sse", False):  # streams observe their own end
+        if resp.mimetype != "text/event-stream":  # a stream observes its own end, in its body
             metrics.latency.labels(endpoint).observe(time.monotonic() - g.get("t0", time.monotonic()))
         return resp
 

@@ -181,7 +181,6 @@ def _stream(seqs, events, deadline, seed, t0):
 
     resp = Response(stream_with_context(body()), mimetype="text/event-stream")
     resp.headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Seed": str(seed)})
-    resp.is_streamed_sse = True
     return resp
 
 

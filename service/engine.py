@@ -5,18 +5,17 @@ Each turn of the loop: admit waiting sequences (bounded queue), run one chunk of
 for the newcomers (whole-sequence LSTM, batched), move finished prefills into the decode batch,
 then one decode step for the whole batch: sample a character per row (each row with its own
 settings and its own RNG), drop the rows that finished, and feed the rest back through the
-model. Results travel to the HTTP threads through one queue per sequence.
+model. Results travel to the HTTP threads through one queue per request.
 """
 from __future__ import annotations
 
 import logging
 import queue
-from array import array
-from collections import OrderedDict
 import random
 import threading
 import time
-from collections import deque
+from array import array
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 import torch
@@ -78,7 +77,8 @@ class Sequence:
     def push(self, ch: str, idx: int) -> bool:
         """Append a sampled character; emit what is final; -> True when the sequence is done."""
         self.text += ch
-        self.recent = (self.recent + [idx])[-self.params.penalty_window:]
+        if self.params.repetition_penalty != 1:  # only the penalty reads `recent`
+            self.recent = (self.recent + [idx])[-self.params.penalty_window:]
         cut = find_stop(self.text, self.stops, len(self.text) - 1) if self.stops else None
         if cut is not None:
             self.text = self.text[:cut]
@@ -186,9 +186,9 @@ class Engine:
     def _run(self):
         torch.set_grad_enabled(False)
         while True:
+            if self.on_idle and not (self._pending or self._prefilling or self._batch):
+                self.on_idle()  # outside the lock: submitters never wait for it
             with self._cond:
-                if not (self._stop or self._pending or self._prefilling or self._batch) and self.on_idle:
-                    self.on_idle()
                 while not (self._stop or self._pending or self._prefilling or self._batch):
                     self._cond.wait()
                 if self._stop:
