@@ -1,6 +1,11 @@
 """Loss of a model on a text, in nats/char, bits/char and perplexity.
 
     python -m model.evaluate --weights weights/shakespeare --data FILE [--split val|all]
+                             [--precision fp32|fp16]
+
+Without --precision the text runs through the whole-sequence nn.LSTM (as in training). With it,
+one character at a time through the decode step the service generates with (model/fused.py),
+its matrices in that precision: the loss a lower precision costs is the difference.
 
 The last line printed is one JSON object (loss, bpc, perplexity, chars, unknown_chars, ...).
 """
@@ -34,13 +39,13 @@ def evaluate_ids(model, ids: np.ndarray, device="cpu", streams: int = 32, burn_i
         x[r, :b - a] = ids[a:b]
         y[r, c - a:b - a] = ids[c + 1:b + 1]
     x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
-    total, state = 0.0, None
-    for t in range(0, L, chunk):
+    total, state = torch.zeros((), dtype=torch.float64, device=device), None
+    for t in range(0, L, chunk):  # chunk 1: every step through the one-character decode path
         logits, state = model(x[:, t:t + chunk], state)
         total += F.cross_entropy(logits.float().flatten(0, 1), y[:, t:t + chunk].flatten(),
-                                 ignore_index=-1, reduction="sum").item()
+                                 ignore_index=-1, reduction="sum")
     model.train(was_training)
-    return total, int((y >= 0).sum())
+    return total.item(), int((y >= 0).sum())
 
 
 def report(nll_sum: float, count: int) -> dict:
@@ -51,6 +56,7 @@ def report(nll_sum: float, count: int) -> dict:
 def main(argv=None) -> dict:
     from model.checkpoint import load_weights, pick_device
     from model.data import TRAIN_FRACTION
+    from model.fused import PRECISIONS, resolve_precision
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", required=True, help="weights prefix (with or without .safetensors)")
@@ -58,10 +64,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--split", choices=["val", "all"], default="val",
                     help="val: last 10%% of characters (standard split); all: the whole file")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--precision", choices=["auto", *PRECISIONS], default=None,
+                    help="score through the one-character decode step with its matrices in this precision")
     args = ap.parse_args(argv)
 
     device = pick_device(args.device)
     model, vocab, card = load_weights(args.weights, device)
+    if args.precision:
+        model.set_decode_precision(resolve_precision(args.precision, device))
     text = open(args.data, encoding="utf-8").read()
     if args.split == "val":
         text = text[int(len(text) * TRAIN_FRACTION):]
@@ -69,10 +79,12 @@ def main(argv=None) -> dict:
     # Unknown characters cannot be scored: they are counted and reported, then skipped.
     n_unknown = sum(text.count(c) for c in unknown)
     ids = vocab.encode(text, unknown="skip")
-    nll, count = evaluate_ids(model, ids, device)
-    out = {**report(nll, count), "split": args.split, "unknown_chars": n_unknown,
+    nll, count = evaluate_ids(model, ids, device, chunk=1 if args.precision else 512)
+    out = {**report(nll, count), "split": args.split,
+           "path": f"decode step, {model.decode_precision}" if args.precision else "whole sequence (nn.LSTM)",
+           "unknown_chars": n_unknown,
            "unknown_set": unknown, "weights": str(args.weights), "data": args.data}
-    print(f"{args.data} [{args.split}]: {out['chars']:,} predicted chars")
+    print(f"{args.data} [{args.split}]: {out['chars']:,} predicted chars, {out['path']}")
     if n_unknown:
         print(f"warning: {n_unknown:,} characters outside the model's vocabulary skipped: {unknown!r}")
     print(f"loss {out['loss']:.4f} nats/char | {out['bpc']:.4f} bits/char | perplexity {out['perplexity']:.3f}")

@@ -1,7 +1,7 @@
 """Print a sample from a trained Char-RNN.
 
     python -m model.sample --weights weights/shakespeare --prompt "ROMEO:" --length 300 \
-        --temperature 0.8 [--top-k K] [--top-p P] [--repetition-penalty R] [--seed S]
+        --temperature 0.8 [--top-k K] [--top-p P] [--repetition-penalty R] [--seed S] [--precision P]
 
 Temperature 0 means greedy (always the most likely character).
 """
@@ -16,6 +16,7 @@ import torch
 
 def main(argv=None) -> str:
     from model.checkpoint import load_weights, pick_device
+    from model.fused import PRECISIONS, resolve_precision
     from model.generate import stream
     from model.sampling import SamplingParams
 
@@ -29,13 +30,17 @@ def main(argv=None) -> str:
     ap.add_argument("--repetition-penalty", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=None, help="default: random (printed to stderr)")
     ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--precision", default="auto", choices=["auto", *PRECISIONS],
+                    help="decode step's matrices (model/fused.py); auto = as the service: fp16 on CPU")
     args = ap.parse_args(argv)
 
     try:
         params = SamplingParams(args.temperature, args.top_k, args.top_p, args.repetition_penalty)
     except ValueError as e:
         ap.error(str(e))
-    model, vocab, _ = load_weights(args.weights, pick_device(args.device))
+    device = pick_device(args.device)
+    model, vocab, _ = load_weights(args.weights, device)
+    model.set_decode_precision(resolve_precision(args.precision, device))
     unknown = vocab.unknown(args.prompt)
     if unknown:
         ap.error(f"prompt has characters outside the model's vocabulary: {unknown!r}")

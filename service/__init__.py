@@ -10,6 +10,7 @@ import torch
 from flask import Flask, g, request
 
 from model.checkpoint import load_weights, pick_device
+from model.fused import resolve_precision
 from service.engine import Engine
 from service.memory import IdleTrimmer
 from service.metrics import Metrics
@@ -39,10 +40,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     device = pick_device(settings.device)
     t0 = time.time()
     model, vocab, card = load_weights(settings.weights, device)
+    model.set_decode_precision(resolve_precision(settings.precision, device))
     metrics = Metrics()
     engine = Engine(model, vocab, settings.max_batch, settings.max_queue, settings.prefill_chunk, metrics,
                     settings.prefix_cache, on_idle=IdleTrimmer()).start()
-    log.info("loaded %s (%d params) on %s in %.2fs", settings.weights, model.num_params(), device, time.time() - t0)
+    log.info("loaded %s (%d params) on %s, decode step in %s, in %.2fs", settings.weights, model.num_params(),
+             device, model.decode_precision, time.time() - t0)
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

@@ -1,8 +1,11 @@
+import copy
+
 import pytest
 import torch
 
 from model import CharRNN, ModelConfig
 from model.checkpoint import load_weights, save_weights
+from model.fused import fp16_available, resolve_precision
 from model.vocab import Vocab
 
 
@@ -70,3 +73,42 @@ def test_fused_decode_step_equals_nn_lstm(layers):
     with torch.no_grad():
         m.head.bias.add_(1.0)
         assert torch.allclose(m(x[:, :1])[0], m.head(m.lstm(m.embed(x[:, :1]))[0]), atol=1e-5)
+
+
+@pytest.mark.skipif(not fp16_available(), reason="no fbgemm fp16 GEMM in this torch build")
+@pytest.mark.parametrize("layers", [1, 2])
+def test_fp16_step_is_nn_lstm_with_half_precision_matrices(layers):
+    """The fp16 step stores exactly the step's matrices in half precision and does the same math:
+    it must equal nn.LSTM run with those matrices rounded to fp16 (and differ from fp32)."""
+    torch.manual_seed(2)
+    m = CharRNN(ModelConfig(20, embed=6, hidden=16, layers=layers)).eval()
+    rounded = copy.deepcopy(m)
+    with torch.no_grad():
+        for name, p in rounded.lstm.named_parameters():
+            if name.startswith("weight_hh") or (name.startswith("weight_ih") and not name.endswith("l0")):
+                p.copy_(p.half().float())
+    m.set_decode_precision("fp16")
+    x = torch.randint(0, 20, (3, 7))
+    with torch.no_grad():
+        ref, _ = rounded(x)
+        full, _ = m(x)
+        state, steps = None, []
+        for t in range(7):
+            out, state = m(x[:, t:t + 1], state)
+            steps.append(out)
+    steps = torch.cat(steps, 1)
+    assert torch.allclose(steps, ref, atol=2e-5)
+    assert not torch.allclose(steps, full, atol=1e-6)  # the precision really changed
+    assert m.fused_step().precision == "fp16"
+    with pytest.raises(ValueError):
+        m.set_decode_precision("int4")
+
+
+def test_auto_precision_resolves_by_device():
+    assert resolve_precision("auto", "cpu") == ("fp16" if fp16_available() else "fp32")
+    assert resolve_precision("auto", "cuda") == "fp32"
+    assert resolve_precision("fp32", "cpu") == "fp32"
+    with pytest.raises(ValueError):
+        resolve_precision("fp16", "cuda")
+    with pytest.raises(ValueError):
+        resolve_precision("bf8", "cpu")

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from model.fused import fp16_available
 from model.generate import context_ids, generate
 from model.sampling import SamplingParams
 
@@ -170,6 +171,8 @@ def test_health_ready_info_and_not_ready(make_app):
     assert info["model"]["vocab_size"] == len(ctx(client).vocab) and info["model"]["layers"] == 2
     assert info["model"]["parameters"] == ctx(client).model.num_params() and info["model"]["val_loss"] == 3.0
     assert info["device"] == "cpu" and info["limits"]["max_n"] == 3
+    assert info["decode_precision"] == ("fp16" if fp16_available() else "fp32")  # auto on a CPU
+    assert make_app(precision="fp32").test_client().get("/info").get_json()["decode_precision"] == "fp32"
     ctx(client).engine.stop()
     r = client.get("/ready")
     assert r.status_code == 503 and r.get_json()["error"]["type"] == "not_ready"

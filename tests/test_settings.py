@@ -13,7 +13,8 @@ def test_from_env_parses_and_validates():
 
 
 @pytest.mark.parametrize("env", [{"CHARRNN_MAX_BATCH": "many"}, {"CHARRNN_MAX_BATCH": "0"},
-                                 {"CHARRNN_DEVICE": "tpu"}, {"CHARRNN_REQUEST_TIMEOUT_S": "-1"}])
+                                 {"CHARRNN_DEVICE": "tpu"}, {"CHARRNN_REQUEST_TIMEOUT_S": "-1"},
+                                 {"CHARRNN_PRECISION": "int3"}])
 def test_bad_settings_fail_at_startup_naming_the_field(env):
     with pytest.raises(ValidationError) as e:
         Settings.from_env(env)
