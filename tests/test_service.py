@@ -199,3 +199,11 @@ def test_metrics_openapi_and_docs(client):
     assert docs.status_code == 200 and docs.mimetype == "text/html" and b"POST /generate" in docs.data
     assert b"max_new_chars" in docs.data  # the request fields, from the same schema
     assert b"<script" not in docs.data and b"<link" not in docs.data  # nothing to fetch: works offline
+
+
+def test_engine_warms_up_before_serving(make_app):
+    """The decode step's packed weights are built at startup, not in the first request."""
+    model = ctx(make_app().test_client()).model
+    built = model.__dict__.get("_fused")
+    assert built is not None and built[1].precision == model.decode_precision
+    assert model.fused_step() is built[1]  # and reused, not rebuilt
