@@ -1,6 +1,7 @@
-"""Decode-step time per batch size: the engine's fused step vs the naive nn.LSTM step, against
-the memory roofline (weight bytes / gemv bandwidth) and the compute roofline (sgemm FLOP/s at
-the same batch), both measured in the same run.
+"""Decode-step time per batch size: the engine's fused step (fp32 and fp16 matrices) vs the
+naive nn.LSTM step, against the memory roofline (fp32 weight bytes / best fp32 gemv bandwidth)
+and the compute roofline (best fp32 sgemm FLOP/s at the same batch), measured in the same run
+in interleaved rounds.
 
     python bench/decode.py [--weights weights/shakespeare] [--batches 1,8,64,128] [--threads N]
 
@@ -36,28 +37,42 @@ def timeit(fn, min_time: float = 0.4, warmup: int = 5) -> float:
     return sorted(samples)[len(samples) // 2]
 
 
-def gemv_bandwidth(nbytes: int) -> float:
-    """Bytes/s of an fp32 matrix-vector product over a matrix of `nbytes` (same size as the weights)."""
+def best_gemv_seconds(nbytes: int) -> float:
+    """Seconds of the fastest fp32 matrix-vector product over a matrix of `nbytes` (the weights'
+    size), over both layouts torch's linear can be handed: the memory floor of one step."""
     cols = 2048
     W = torch.randn(max(1, nbytes // 4 // cols), cols)
-    v = torch.randn(1, W.shape[0])
-    return W.numel() * 4 / timeit(lambda: v @ W)
+    v, u = torch.randn(1, W.shape[0]), torch.randn(1, cols)
+    return min(timeit(lambda: v @ W, min_time=0.15), timeit(lambda: torch.nn.functional.linear(u, W), min_time=0.15))
 
 
-def gemm_flops(batch: int, k: int = 1024, n: int = 2048) -> float:
-    a, b = torch.randn(batch, k), torch.randn(k, n)
-    return 2 * batch * k * n / timeit(lambda: a @ b)
+def best_gemm_flops(batch: int, k: int = 1024, n: int = 2048) -> float:
+    """fp32 FLOP/s of the faster layout of a (batch, k) x (k, n) product: the compute floor."""
+    a, b, bt = torch.randn(batch, k), torch.randn(k, n), torch.randn(n, k)
+    return 2 * batch * k * n / min(timeit(lambda: a @ b, min_time=0.15), timeit(lambda: a @ bt.T, min_time=0.15))
+
+
+def interleaved(fns: dict, rounds: int) -> dict:
+    """Median of each measurement over `rounds` rounds that take turns: a machine that drifts
+    (this VM's speed moves by up to 2x in half an hour) moves every figure in a ratio together."""
+    samples = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            samples[k].append(fn())
+    return {k: sorted(v)[len(v) // 2] for k, v in samples.items()}
 
 
 def main():
     from model.checkpoint import load_weights
-    from model.network import CharRNN
     from model.config import ModelConfig
+    from model.fused import fp16_available
+    from model.network import CharRNN
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--weights", default=None, help="default: a random 2x512 model (same shape as shipped)")
     ap.add_argument("--batches", default="1,8,64,128")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds per batch size (median taken)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -67,36 +82,49 @@ def main():
     else:
         model = CharRNN(ModelConfig(65, 128, 512, 2)).eval()
     cfg = model.cfg
-    # Bytes the fused step must read: W_hh_l0, [W_ih; W_hh] of upper layers, the head (the layer-0
-    # input term is one row of a precomputed table).
-    step_weights = sum(t.numel() for t in model._fused_weights()[1:])
-    bw = gemv_bandwidth(step_weights * 4)
+    precisions = ["fp32"] + (["fp16"] if fp16_available() else [])
+    steps = {p: model.set_decode_precision(p).fused_step() for p in precisions}
+    # Bytes an fp32 step must read: W_hh_l0, [W_ih | W_hh] of upper layers, the head (the layer-0
+    # input term is one row of a precomputed table). The roofline is in these fp32 bytes.
+    step_bytes = steps["fp32"].nbytes
     lstm_head = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("embed"))
 
     rows = []
     for B in [int(b) for b in args.batches.split(",")]:
         x = torch.randint(0, cfg.vocab_size, (B, 1))
         state = model.init_hidden(B)
-        fused = timeit(lambda: model(x, state))
-        naive = {}
-        for mkldnn in (True, False):
-            torch.backends.mkldnn.enabled = mkldnn
-            naive[mkldnn] = timeit(lambda: model.head(model.lstm(model.embed(x), state)[0]))
-        torch.backends.mkldnn.enabled = True
-        mem_floor = step_weights * 4 / bw
-        flops = gemm_flops(B)
-        compute_floor = 2 * lstm_head * B / flops
-        rows.append({"batch": B, "fused_us": fused * 1e6, "naive_onednn_us": naive[True] * 1e6,
-                     "naive_native_us": naive[False] * 1e6, "memory_floor_us": mem_floor * 1e6,
-                     "compute_floor_us": compute_floor * 1e6,
-                     "of_roofline": max(mem_floor, compute_floor) / fused, "chars_per_s": B / fused})
-    print(f"{cfg.layers}x{cfg.hidden} LSTM, {torch.get_num_threads()} threads; step reads {step_weights * 4 / 1e6:.1f} MB; "
-          f"gemv {bw / 1e9:.1f} GB/s")
-    print(f"{'batch':>5} {'fused µs':>9} {'nn.LSTM µs':>11} {'(no oneDNN)':>11} {'mem floor':>9} "
-          f"{'compute floor':>13} {'of roofline':>11} {'chars/s':>9}")
+
+        def naive(mkldnn):
+            def run():
+                torch.backends.mkldnn.enabled = mkldnn
+                try:
+                    return timeit(lambda: model.head(model.lstm(model.embed(x), state)[0]), min_time=0.15)
+                finally:
+                    torch.backends.mkldnn.enabled = True
+            return run
+
+        fns = {p: (lambda f=f: timeit(lambda: f(x[:, 0], state), min_time=0.15)) for p, f in steps.items()}
+        fns.update({"naive_onednn": naive(True), "naive_native": naive(False),
+                    "mem_floor": lambda: best_gemv_seconds(step_bytes), "flops": lambda: best_gemm_flops(B)})
+        m = interleaved(fns, args.rounds)
+        compute_floor = 2 * lstm_head * B / m["flops"]
+        floor = max(m["mem_floor"], compute_floor)
+        r = {"batch": B, "naive_onednn_us": m["naive_onednn"] * 1e6, "naive_native_us": m["naive_native"] * 1e6,
+             "memory_floor_us": m["mem_floor"] * 1e6, "compute_floor_us": compute_floor * 1e6}
+        for p in precisions:
+            r[f"{p}_us"], r[f"{p}_of_roofline"], r[f"{p}_chars_per_s"] = m[p] * 1e6, floor / m[p], B / m[p]
+        rows.append(r)
+    print(f"{cfg.layers}x{cfg.hidden} LSTM, {torch.get_num_threads()} threads; an fp32 step reads "
+          f"{step_bytes / 1e6:.1f} MB (gemv at {step_bytes / rows[0]['memory_floor_us'] / 1e3:.1f} GB/s); "
+          f"medians of {args.rounds} interleaved rounds")
+    cols = "".join(f" {p + ' µs':>8} {'of roof':>7}" for p in precisions)
+    print(f"{'batch':>5}{cols} {'nn.LSTM µs':>10} {'(no oneDNN)':>11} {'mem floor':>9} {'compute floor':>13} "
+          f"{'best chars/s':>12}")
     for r in rows:
-        print(f"{r['batch']:>5} {r['fused_us']:>9.0f} {r['naive_onednn_us']:>11.0f} {r['naive_native_us']:>11.0f} "
-              f"{r['memory_floor_us']:>9.0f} {r['compute_floor_us']:>13.0f} {r['of_roofline']:>11.0%} {r['chars_per_s']:>9.0f}")
+        cols = "".join(f" {r[p + '_us']:>8.0f} {r[p + '_of_roofline']:>7.0%}" for p in precisions)
+        best = max(r[p + "_chars_per_s"] for p in precisions)
+        print(f"{r['batch']:>5}{cols} {r['naive_onednn_us']:>10.0f} {r['naive_native_us']:>11.0f} "
+              f"{r['memory_floor_us']:>9.0f} {r['compute_floor_us']:>13.0f} {best:>12.0f}")
     # Prompt prefill: the whole-sequence nn.LSTM over 200 characters, oneDNN vs native.
     prefill = []
     for B in (1, 8):
@@ -110,8 +138,8 @@ def main():
     print("prefill of 200 characters (nn.LSTM, whole sequence):")
     for r in prefill:
         print(f"  batch {r['batch']}: oneDNN {r['onednn_ms']:.1f} ms, native {r['native_ms']:.1f} ms")
-    print(json.dumps({"threads": torch.get_num_threads(), "step_weight_bytes": step_weights * 4,
-                      "gemv_bytes_per_s": bw, "rows": rows, "prefill": prefill}))
+    print(json.dumps({"threads": torch.get_num_threads(), "step_weight_bytes_fp32": step_bytes,
+                      "rows": rows, "prefill": prefill}))
 
 
 if __name__ == "__main__":
