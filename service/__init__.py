@@ -43,7 +43,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     model.set_decode_precision(resolve_precision(settings.precision, device))
     metrics = Metrics()
     engine = Engine(model, vocab, settings.max_batch, settings.max_queue, settings.prefill_chunk, metrics,
-                    settings.prefix_cache, on_idle=IdleTrimmer()).start()
+                    settings.prefix_cache, on_idle=IdleTrimmer(),
+                    stream_interval=settings.stream_interval_ms / 1000).start()
     log.info("loaded %s (%d params) on %s, decode step in %s, in %.2fs", settings.weights, model.num_params(),
              device, model.decode_precision, time.time() - t0)
 

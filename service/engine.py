@@ -48,6 +48,7 @@ class Sequence:
     events: queue.Queue = field(default_factory=queue.Queue)  # (index, kind, value), may be shared
     index: int = 0                 # which completion of its request
     stream: bool = True            # emit text as it is final; else only once, when done
+    interval: float = 0.0          # stream: seconds between text events after the first (0 = every char)
     text: str = ""
     emitted: int = 0
     cancelled: bool = False
@@ -56,6 +57,7 @@ class Sequence:
     state: tuple | None = None     # (h, c) while prefilling: (layers, 1, hidden)
     context: list[int] | None = None  # the whole context, kept for the prefix cache
     logits: torch.Tensor | None = None
+    last_emit: float = 0.0
 
     def __post_init__(self):
         self.rng = random.Random(self.seed)
@@ -86,10 +88,13 @@ class Sequence:
         elif len(self.text) >= self.max_new:
             self._finish("length")
         elif self.stream:  # a non-streamed answer needs no per-character events (or thread wake-ups)
+            now = time.monotonic() if self.interval else 0.0
+            if self.emitted and now - self.last_emit < self.interval:
+                return False  # the first text goes at once; later ones at most every `interval`
             ready = len(self.text) - (holdback(self.text, self.stops) if self.stops else 0)
             if ready > self.emitted:
                 self.emit("text", self.text[self.emitted:ready])
-                self.emitted = ready
+                self.emitted, self.last_emit = ready, now
         return self.done
 
 
@@ -129,8 +134,10 @@ class PrefixCache:
 
 class Engine:
     def __init__(self, model: CharRNN, vocab: Vocab, max_batch: int = 64, max_queue: int = 256,
-                 prefill_chunk: int = 256, metrics=None, prefix_cache: int = 1024, on_idle=None):
+                 prefill_chunk: int = 256, metrics=None, prefix_cache: int = 1024, on_idle=None,
+                 stream_interval: float = 0.0):
         self.model, self.vocab, self.metrics = model, vocab, metrics
+        self.stream_interval = stream_interval
         self.max_batch, self.max_queue, self.prefill_chunk = max_batch, max_queue, prefill_chunk
         self.device = model.head.weight.device
         self.cache = PrefixCache(prefix_cache) if prefix_cache else None
@@ -183,7 +190,7 @@ class Engine:
                      stops: list[str], deadline: float, events: queue.Queue, index: int = 0,
                      stream: bool = True) -> Sequence:
         return Sequence(context_ids(self.vocab, prompt_ids), params, seed, max_new, list(stops),
-                        deadline, events, index, stream)
+                        deadline, events, index, stream, self.stream_interval)
 
     # --- the scheduler thread -----------------------------------------------------------------
     def _warm_up(self):

@@ -29,6 +29,8 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(1 << 20, ge=1024, description="largest request body (413 beyond)")
     request_timeout_s: float = Field(120.0, gt=0, description="deadline of a request, queueing included")
     prefill_chunk: int = Field(256, ge=1, description="prompt characters run per scheduler turn")
+    stream_interval_ms: float = Field(
+        20.0, ge=0, le=1000, description="streams: least time between text events after the first; 0 = every character")
     prefix_cache: int = Field(1024, ge=0, description="LSTM states kept for repeated/extended prompts; 0 = off")
 
     @classmethod

@@ -1,9 +1,12 @@
 """Concurrent requests through the engine: shared batches, isolation, back-pressure, cancel."""
+import queue
 import re
 import threading
 import time
 
 import pytest
+
+from model.sampling import SamplingParams
 
 
 def ctx(app):
@@ -135,3 +138,16 @@ def test_a_failing_model_call_fails_its_requests_not_the_engine(make_app):
     assert "injected" not in r.get_data(as_text=True)
     assert client.get("/ready").status_code == 200
     assert client.post("/generate", json={"max_new_chars": 20}).status_code == 200
+
+
+@pytest.mark.parametrize("interval,expected", [(0.0, ["a", "b", "c", "d", "e"]), (60.0, ["a", "bcde"])])
+def test_stream_interval_batches_text_events_but_never_loses_text(interval, expected):
+    """Streams send the first text at once, later text at most every `interval` s, and all of it."""
+    from service.engine import Sequence
+    events = queue.Queue()
+    s = Sequence([0], SamplingParams(), 0, max_new=5, stops=[], deadline=1e18, events=events, interval=interval)
+    for ch in "abcde":
+        s.push(ch, 0)
+    got = [events.get_nowait() for _ in range(events.qsize())]
+    assert [v for _, kind, v in got if kind == "text"] == expected
+    assert got[-1] == (0, "done", "length")
