@@ -165,12 +165,25 @@ def compute_rooflines(weights) -> dict:
     return out
 
 
+def prefill_floor_ms(weights) -> dict:
+    """The model alone, in this process: the whole-sequence LSTM over 200 characters for 1 and
+    8 contexts at once, the floor under /predict-next's latency with new contexts."""
+    import torch
+    from model.checkpoint import load_weights
+    sys.path.insert(0, str(ROOT / "bench"))
+    from decode import timeit
+    model = load_weights(weights)[0]
+    with torch.no_grad():
+        return {f"batch_{b}": timeit(lambda: model(torch.randint(0, model.cfg.vocab_size, (b, 200))),
+                                     min_time=1.0, warmup=2) * 1e3 for b in (1, 8)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", default=None)
     ap.add_argument("--weights", default="weights/shakespeare")
     ap.add_argument("--clients", default="1,64")
-    ap.add_argument("--requests", type=int, default=2, help="generate requests per client")
+    ap.add_argument("--requests", type=int, default=4, help="generate requests per client")
     ap.add_argument("--chars", type=int, default=256)
     ap.add_argument("--predict-requests", type=int, default=200, help="per client")
     args = ap.parse_args()
@@ -207,6 +220,7 @@ def main():
             proc.terminate()
             proc.wait(30)
     roofs.append(compute_rooflines(args.weights))
+    floor = prefill_floor_ms(args.weights)
     # The higher of the two measurements of each: the stricter roofline.
     roofline = {k: max(r[k] for r in roofs) for k in roofs[0]}
     roof = roofline["fp32"]
@@ -223,7 +237,7 @@ def main():
                "generate_fraction_of_roofline": gen[-1]["chars_per_s"] / roof,
                "generate_fraction_of_fp16_roofline": gen[-1]["chars_per_s"] / roofline.get("fp16_weights", float("nan")),
                "speedup_vs_one_client": gen[-1]["chars_per_s"] / gen[0]["chars_per_s"],
-               "predict_p99_ms_1_client": pred["predict_1"]["p99_ms"],
+               "predict_p99_ms_1_client": pred["predict_1"]["p99_ms"], "prefill_200_floor_ms": floor,
                "predict_p99_over_health_p99_8_clients": pred["predict_8"]["p99_ms"] / pred["health_8"]["p99_ms"],
                "ready_s": ready_s, "worker_rss_mb": rss}
     print(f"compute roofline {roof:.0f} chars/s (fp32 sgemm); {gen[-1]['clients']} clients reach "
@@ -233,6 +247,8 @@ def main():
               f"chars/s; {summary['generate_fraction_of_fp16_roofline']:.0%} of it")
     print(f"predict-next p99 {summary['predict_p99_ms_1_client']:.1f} ms (1 client); at 8 clients p99 = "
           f"{summary['predict_p99_over_health_p99_8_clients']:.2f}x that of /health")
+    print(f"floor: the 200-char whole-sequence LSTM alone takes {floor['batch_1']:.1f} ms for one context, "
+          f"{floor['batch_8']:.1f} ms for 8 at once (in-process, same run)")
     if ready_s is not None:
         print(f"ready after {ready_s:.2f} s; worker RSS {', '.join(f'{r:.0f}' for r in rss)} MB")
     print(json.dumps({"generate": gen, **pred, **summary}))
