@@ -135,8 +135,9 @@ class PrefixCache:
 class Engine:
     def __init__(self, model: CharRNN, vocab: Vocab, max_batch: int = 64, max_queue: int = 256,
                  prefill_chunk: int = 256, metrics=None, prefix_cache: int = 1024, on_idle=None,
-                 stream_interval: float = 0.0):
+                 stream_interval: float = 0.0, threads: int = 0):
         self.model, self.vocab, self.metrics = model, vocab, metrics
+        self.threads = threads  # torch threads of the engine thread (0: leave as is)
         self.stream_interval = stream_interval
         self.max_batch, self.max_queue, self.prefill_chunk = max_batch, max_queue, prefill_chunk
         self.device = model.head.weight.device
@@ -207,6 +208,8 @@ class Engine:
 
     def _run(self):
         torch.set_grad_enabled(False)
+        if self.threads:  # this thread's OpenMP team: the process's only one (see create_app)
+            torch.set_num_threads(self.threads)
         self._warm_up()
         while True:
             if self.on_idle and not (self._pending or self._prefilling or self._batch):
