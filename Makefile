@@ -25,6 +25,7 @@ serve: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/decode.py --weights weights/shakespeare
 	$(PY) bench/load.py
+	$(PY) bench/threads.py
 	$(PY) bench/train_throughput.py
 
 clean:

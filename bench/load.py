@@ -157,10 +157,11 @@ def compute_rooflines(weights) -> dict:
     from decode import best_gemm_flops, timeit
     model = load_weights(weights)[0]
     per_char = 2 * sum(p.numel() for n, p in model.named_parameters() if not n.startswith("embed"))
-    out = {"fp32": best_gemm_flops(64) / per_char}
+    # Best of 3: a roofline measured on a moment this VM is slow would flatter the service.
+    out = {"fp32": max(best_gemm_flops(64) for _ in range(3)) / per_char}
     if fp16_available():
         a, packed = torch.randn(64, 1024), torch.ops.quantized.linear_prepack_fp16(torch.randn(2048, 1024), None)
-        t = timeit(lambda: torch.ops.quantized.linear_dynamic_fp16(a, packed), min_time=0.15)
+        t = min(timeit(lambda: torch.ops.quantized.linear_dynamic_fp16(a, packed), min_time=0.15) for _ in range(3))
         out["fp16_weights"] = 2 * 64 * 1024 * 2048 / t / per_char
     return out
 
