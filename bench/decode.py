@@ -83,7 +83,7 @@ def main():
         model = CharRNN(ModelConfig(65, 128, 512, 2)).eval()
     cfg = model.cfg
     precisions = ["fp32"] + (["fp16"] if fp16_available() else [])
-    steps = {p: model.set_decode_precision(p).fused_step() for p in precisions}
+    steps = {p: model.set_precision(p).fused_step() for p in precisions}
     # Bytes an fp32 step must read: W_hh_l0, [W_ih | W_hh] of upper layers, the head (the layer-0
     # input term is one row of a precomputed table). The roofline is in these fp32 bytes.
     step_bytes = steps["fp32"].nbytes
@@ -125,19 +125,28 @@ def main():
         best = max(r[p + "_chars_per_s"] for p in precisions)
         print(f"{r['batch']:>5}{cols} {r['naive_onednn_us']:>10.0f} {r['naive_native_us']:>11.0f} "
               f"{r['memory_floor_us']:>9.0f} {r['compute_floor_us']:>13.0f} {best:>12.0f}")
-    # Prompt prefill: the whole-sequence nn.LSTM over 200 characters, oneDNN vs native.
+    # Prompt prefill: the whole-sequence LSTM, fp32 nn.LSTM (oneDNN and native) and fp16.
     prefill = []
-    for B in (1, 8):
-        x = torch.randint(0, cfg.vocab_size, (B, 200))
-        r = {"batch": B, "chars": 200}
-        for mkldnn in (True, False):
-            torch.backends.mkldnn.enabled = mkldnn
-            r["onednn_ms" if mkldnn else "native_ms"] = timeit(lambda: model(x), min_time=1.0, warmup=2) * 1e3
-        torch.backends.mkldnn.enabled = True
-        prefill.append(r)
-    print("prefill of 200 characters (nn.LSTM, whole sequence):")
+    for B, T in ((1, 1), (1, 16), (1, 200), (8, 200)):
+        x = torch.randint(0, cfg.vocab_size, (B, T))
+
+        def run(precision, mkldnn=True):
+            def f():
+                model.set_precision(precision)
+                torch.backends.mkldnn.enabled = mkldnn
+                try:
+                    return timeit(lambda: model(x), min_time=0.3, warmup=2) * 1e3
+                finally:
+                    torch.backends.mkldnn.enabled = True
+            return f
+        fns = {"onednn_ms": run("fp32"), "native_ms": run("fp32", False)}
+        if "fp16" in precisions:
+            fns["fp16_ms"] = run("fp16")
+        prefill.append({"batch": B, "chars": T, **interleaved(fns, 3)})
+    print("prompt prefill (whole-sequence LSTM), medians of 3 interleaved rounds:")
     for r in prefill:
-        print(f"  batch {r['batch']}: oneDNN {r['onednn_ms']:.1f} ms, native {r['native_ms']:.1f} ms")
+        print(f"  batch {r['batch']}, {r['chars']:>3} chars: fp32 oneDNN {r['onednn_ms']:6.1f} ms, "
+              f"native {r['native_ms']:6.1f} ms" + (f", fp16 {r['fp16_ms']:6.1f} ms" if "fp16_ms" in r else ""))
     print(json.dumps({"threads": torch.get_num_threads(), "step_weight_bytes_fp32": step_bytes,
                       "rows": rows, "prefill": prefill}))
 

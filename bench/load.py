@@ -10,7 +10,8 @@ measuring time-to-ready and worker RSS. Scenarios, all in one run:
             (batch-64 GEMM FLOP/s measured here before and after the load, the higher
             / (2 x LSTM+head weights per character)), fp32 sgemm and fp16-weight GEMM.
   predict   /predict-next with 200-character contexts, 1 and 8 clients: every context new
-            (full prefill), and one context repeated (prefix-cache hit); beside GET /health
+            (full prefill), one context repeated (prefix-cache hit), and (1 client) a text
+            growing by 2 characters a request (autocomplete: 2 characters prefilled); beside GET /health
             driven the same way (the client's own overhead, which the ratio cancels).
 Every loop is bounded in count and time. Prints a table and, last, one JSON line.
 """
@@ -173,10 +174,14 @@ def prefill_floor_ms(weights) -> dict:
     from model.checkpoint import load_weights
     sys.path.insert(0, str(ROOT / "bench"))
     from decode import timeit
+    from model.fused import resolve_precision
     model = load_weights(weights)[0]
+    # the server's precision (CHARRNN_PRECISION, default auto), so the floor is the server's own
+    model.set_precision(resolve_precision(os.environ.get("CHARRNN_PRECISION", "auto"), "cpu"))
     with torch.no_grad():
-        return {f"batch_{b}": timeit(lambda: model(torch.randint(0, model.cfg.vocab_size, (b, 200))),
-                                     min_time=1.0, warmup=2) * 1e3 for b in (1, 8)}
+        out = {f"batch_{b}": timeit(lambda: model(torch.randint(0, model.cfg.vocab_size, (b, 200))),
+                                    min_time=1.0, warmup=2) * 1e3 for b in (1, 8)}
+    return {**out, "precision": model.precision}
 
 
 def main():
@@ -214,6 +219,11 @@ def main():
             pred[f"predict_cached_{n}"] = drive(base, n, args.predict_requests, "POST", "/predict-next",
                                                 {"text": CONTEXT})
             pred[f"health_{n}"] = drive(base, n, args.predict_requests, "GET", "/health")
+        # Autocomplete: each request's text extends the previous one by 2 characters, so the prefix
+        # cache holds all but the last 2 and only those are prefilled.
+        typing_text = (CONTEXT * 3)[:2 * args.predict_requests + 2]
+        pred["predict_typing_1"] = drive(base, 1, args.predict_requests, "POST", "/predict-next",
+                                         lambda i: {"text": "zz" + typing_text[:2 * i + 2]})
         if proc:
             rss = worker_rss_mb(proc.pid)
     finally:
@@ -248,8 +258,8 @@ def main():
               f"chars/s; {summary['generate_fraction_of_fp16_roofline']:.0%} of it")
     print(f"predict-next p99 {summary['predict_p99_ms_1_client']:.1f} ms (1 client); at 8 clients p99 = "
           f"{summary['predict_p99_over_health_p99_8_clients']:.2f}x that of /health")
-    print(f"floor: the 200-char whole-sequence LSTM alone takes {floor['batch_1']:.1f} ms for one context, "
-          f"{floor['batch_8']:.1f} ms for 8 at once (in-process, same run)")
+    print(f"floor: the 200-char whole-sequence LSTM ({floor['precision']}) alone takes {floor['batch_1']:.1f} ms "
+          f"for one context, {floor['batch_8']:.1f} ms for 8 at once (in-process, same run)")
     if ready_s is not None:
         print(f"ready after {ready_s:.2f} s; worker RSS {', '.join(f'{r:.0f}' for r in rss)} MB")
     print(json.dumps({"generate": gen, **pred, **summary}))

@@ -29,7 +29,7 @@ def child(weights: str, steps: int, main_threads: int, threads: int) -> dict:
     from model.fused import resolve_precision
     torch.set_num_threads(main_threads)  # the main thread's torch work (loading) with this many
     model = load_weights(weights)[0]
-    model.set_decode_precision(resolve_precision("auto", "cpu"))
+    model.set_precision(resolve_precision("auto", "cpu"))
     out = {}
 
     def run():  # the engine's situation: a second thread that sets its own thread count
@@ -48,7 +48,7 @@ def child(weights: str, steps: int, main_threads: int, threads: int) -> dict:
     t = threading.Thread(target=run)
     t.start()
     t.join()
-    return {"main_threads": main_threads, "precision": model.decode_precision, **out}
+    return {"main_threads": main_threads, "precision": model.precision, **out}
 
 
 def main():

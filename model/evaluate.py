@@ -1,11 +1,12 @@
 """Loss of a model on a text, in nats/char, bits/char and perplexity.
 
     python -m model.evaluate --weights weights/shakespeare --data FILE [--split val|all]
-                             [--precision fp32|fp16]
+                             [--precision fp32|fp16] [--stepwise]
 
-Without --precision the text runs through the whole-sequence nn.LSTM (as in training). With it,
-one character at a time through the decode step the service generates with (model/fused.py),
-its matrices in that precision: the loss a lower precision costs is the difference.
+The text runs through the whole-sequence LSTM (as prompts do in the service), or with --stepwise
+one character at a time through the decode step the service generates with (model/fused.py);
+--precision sets the LSTM matrices' precision (default fp32, as trained): the loss a lower
+precision costs is the difference.
 
 The last line printed is one JSON object (loss, bpc, perplexity, chars, unknown_chars, ...).
 """
@@ -64,14 +65,15 @@ def main(argv=None) -> dict:
     ap.add_argument("--split", choices=["val", "all"], default="val",
                     help="val: last 10%% of characters (standard split); all: the whole file")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    ap.add_argument("--precision", choices=["auto", *PRECISIONS], default=None,
-                    help="score through the one-character decode step with its matrices in this precision")
+    ap.add_argument("--precision", choices=["auto", *PRECISIONS], default="fp32",
+                    help="precision of the LSTM matrices (model/fused.py); auto = as the service")
+    ap.add_argument("--stepwise", action="store_true",
+                    help="one character at a time through the decode step (default: whole sequence)")
     args = ap.parse_args(argv)
 
     device = pick_device(args.device)
     model, vocab, card = load_weights(args.weights, device)
-    if args.precision:
-        model.set_decode_precision(resolve_precision(args.precision, device))
+    model.set_precision(resolve_precision(args.precision, device))
     text = open(args.data, encoding="utf-8").read()
     if args.split == "val":
         text = text[int(len(text) * TRAIN_FRACTION):]
@@ -79,9 +81,9 @@ def main(argv=None) -> dict:
     # Unknown characters cannot be scored: they are counted and reported, then skipped.
     n_unknown = sum(text.count(c) for c in unknown)
     ids = vocab.encode(text, unknown="skip")
-    nll, count = evaluate_ids(model, ids, device, chunk=1 if args.precision else 512)
+    nll, count = evaluate_ids(model, ids, device, chunk=1 if args.stepwise else 512)
     out = {**report(nll, count), "split": args.split,
-           "path": f"decode step, {model.decode_precision}" if args.precision else "whole sequence (nn.LSTM)",
+           "path": f"{'decode step' if args.stepwise else 'whole sequence'}, {model.precision}",
            "unknown_chars": n_unknown,
            "unknown_set": unknown, "weights": str(args.weights), "data": args.data}
     print(f"{args.data} [{args.split}]: {out['chars']:,} predicted chars, {out['path']}")

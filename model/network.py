@@ -38,14 +38,18 @@ class CharRNN(nn.Module):
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         if state is None:
             state = self.init_hidden(x.shape[0], x.device)
-        if x.shape[1] == 1 and not self.training and not torch.is_grad_enabled():
-            return self._step(x[:, 0], state)          # decoding: one character per sequence
+        if not self.training and not torch.is_grad_enabled():  # inference: weights in self.precision
+            if x.shape[1] == 1:
+                return self._step(x[:, 0], state)          # decoding: one character per sequence
+            out, state = self.prefill_lstm()(self.embed(x), state)
+            return self.head(out), state
         out, state = self.lstm(self.embed(x), state)  # out: (B, T, hidden)
         return self.head(self.drop(out)), state        # (B, T, vocab)
 
-    # --- inference fast path for one step (model/fused.py) -----------------------------------------
-    def set_decode_precision(self, precision: str) -> "CharRNN":
-        """Weights' precision in the one-character step: "fp32" or "fp16" (see model/fused.py)."""
+    # --- inference: precision, the one-character step, the whole-sequence LSTM (model/fused.py) ----
+    def set_precision(self, precision: str) -> "CharRNN":
+        """Precision of the LSTM matrices at inference (eval, no grad): "fp32" or "fp16" (CPU).
+        Training always runs nn.LSTM in the parameters' own dtype."""
         from model.fused import PRECISIONS
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
@@ -53,18 +57,29 @@ class CharRNN(nn.Module):
         return self
 
     @property
-    def decode_precision(self) -> str:
+    def precision(self) -> str:
         return self.__dict__.get("_precision", "fp32")
 
-    def fused_step(self):
-        """The FusedStep for the current weights and precision, rebuilt when either changes."""
-        from model.fused import FusedStep
+    def _cached(self, name: str, build):
+        """build(), kept until the weights (in place, device or dtype) or the precision change."""
         params = self.__dict__.get("_param_list") or self.__dict__.setdefault("_param_list", list(self.parameters()))
-        key = tuple(p._version for p in params) + (params[0].device, params[0].dtype, self.decode_precision)
-        cache = self.__dict__.get("_fused")
+        key = tuple(p._version for p in params) + (params[0].device, params[0].dtype, self.precision)
+        cache = self.__dict__.get(name)
         if cache is None or cache[0] != key:
-            cache = self.__dict__["_fused"] = (key, FusedStep(self, self.decode_precision))
+            cache = self.__dict__[name] = (key, build())
         return cache[1]
+
+    def fused_step(self):
+        """The FusedStep for the current weights and precision."""
+        from model.fused import FusedStep
+        return self._cached("_fused", lambda: FusedStep(self, self.precision))
+
+    def prefill_lstm(self):
+        """The whole-sequence LSTM for inference: nn.LSTM itself in fp32, its fp16 twin otherwise."""
+        if self.precision == "fp32":
+            return self.lstm
+        from model.fused import fp16_lstm
+        return self._cached("_prefill", lambda: fp16_lstm(self.lstm))
 
     def _step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """x (B,) ids -> logits (B, 1, V); state (h, c) each (layers, B, H). Same math as nn.LSTM."""

@@ -40,7 +40,7 @@ def main(argv=None) -> str:
         ap.error(str(e))
     device = pick_device(args.device)
     model, vocab, _ = load_weights(args.weights, device)
-    model.set_decode_precision(resolve_precision(args.precision, device))
+    model.set_precision(resolve_precision(args.precision, device))
     unknown = vocab.unknown(args.prompt)
     if unknown:
         ap.error(f"prompt has characters outside the model's vocabulary: {unknown!r}")

@@ -49,15 +49,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     torch.set_num_threads(1)
     try:
         model, vocab, card = load_weights(settings.weights, device)
-        model.set_decode_precision(resolve_precision(settings.precision, device))
+        model.set_precision(resolve_precision(settings.precision, device))
     finally:
         torch.set_num_threads(before)
     metrics = Metrics()
     engine = Engine(model, vocab, settings.max_batch, settings.max_queue, settings.prefill_chunk, metrics,
                     settings.prefix_cache, on_idle=IdleTrimmer(),
                     stream_interval=settings.stream_interval_ms / 1000, threads=threads).start()
-    log.info("loaded %s (%d params) on %s, decode step in %s, in %.2fs", settings.weights, model.num_params(),
-             device, model.decode_precision, time.time() - t0)
+    log.info("loaded %s (%d params) on %s, inference in %s, in %.2fs", settings.weights, model.num_params(),
+             device, model.precision, time.time() - t0)
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

@@ -207,7 +207,8 @@ def info():
                   "dtype": card.get("dtype"), "val_loss": training.get("best_val_loss"),
                   "val_bpc": training.get("best_val_bpc"), "trained_on": training.get("data"),
                   "chars_seen": training.get("chars_seen")},
-        "device": str(ctx.device), "decode_precision": m.decode_precision, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        "device": str(ctx.device), "precision": m.precision, "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
         "limits": ctx.settings.limits()})
 
 

@@ -16,7 +16,7 @@ class Settings(BaseModel):
     weights: str = Field("weights/shakespeare", description="weights prefix (NAME.safetensors + NAME.json)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "fp16"] = Field(
-        "auto", description="matrices of the decode step; auto = fp16 (fbgemm) on CPU, fp32 on GPU")
+        "auto", description="LSTM matrices at inference (prompts and decoding); auto = fp16 (fbgemm) on CPU, fp32 on GPU")
     torch_threads: int = Field(0, ge=0, description="torch threads per worker; 0 = cores / workers")
     max_batch: int = Field(64, ge=1, le=4096, description="sequences decoded together per step")
     max_queue: int = Field(256, ge=0, description="sequences waiting to join the batch; beyond: 429")

@@ -75,33 +75,46 @@ def test_fused_decode_step_equals_nn_lstm(layers):
         assert torch.allclose(m(x[:, :1])[0], m.head(m.lstm(m.embed(x[:, :1]))[0]), atol=1e-5)
 
 
+def _rounded(m: CharRNN, names) -> CharRNN:
+    """A copy whose named LSTM matrices are rounded to fp16 (and run in fp32 by nn.LSTM)."""
+    r = copy.deepcopy(m)
+    with torch.no_grad():
+        for name, p in r.lstm.named_parameters():
+            if name in names:
+                p.copy_(p.half().float())
+    return r
+
+
 @pytest.mark.skipif(not fp16_available(), reason="no fbgemm fp16 GEMM in this torch build")
 @pytest.mark.parametrize("layers", [1, 2])
-def test_fp16_step_is_nn_lstm_with_half_precision_matrices(layers):
-    """The fp16 step stores exactly the step's matrices in half precision and does the same math:
-    it must equal nn.LSTM run with those matrices rounded to fp16 (and differ from fp32)."""
+def test_fp16_inference_is_nn_lstm_with_half_precision_matrices(layers):
+    """fp16 stores exactly the LSTM matrices in half precision and does the same math: the step
+    and the whole-sequence path each equal nn.LSTM run with those matrices rounded to fp16."""
     torch.manual_seed(2)
     m = CharRNN(ModelConfig(20, embed=6, hidden=16, layers=layers)).eval()
-    rounded = copy.deepcopy(m)
-    with torch.no_grad():
-        for name, p in rounded.lstm.named_parameters():
-            if name.startswith("weight_hh") or (name.startswith("weight_ih") and not name.endswith("l0")):
-                p.copy_(p.half().float())
-    m.set_decode_precision("fp16")
+    mats = [n for n, _ in m.lstm.named_parameters() if n.startswith("weight")]
     x = torch.randint(0, 20, (3, 7))
     with torch.no_grad():
-        ref, _ = rounded(x)
-        full, _ = m(x)
+        exact, _ = m(x)                                    # fp32 nn.LSTM
+        # the step: W_ih_l0 lives in the fp32 per-character table, every other matrix is fp16
+        step_ref, step_ref_state = _rounded(m, set(mats) - {"weight_ih_l0"})(x)
+        whole_ref, whole_ref_state = _rounded(m, set(mats))(x)  # the whole-sequence path: all fp16
+        m.set_precision("fp16")
         state, steps = None, []
         for t in range(7):
             out, state = m(x[:, t:t + 1], state)
             steps.append(out)
+        whole, whole_state = m(x)
     steps = torch.cat(steps, 1)
-    assert torch.allclose(steps, ref, atol=2e-5)
-    assert not torch.allclose(steps, full, atol=1e-6)  # the precision really changed
-    assert m.fused_step().precision == "fp16"
+    assert torch.allclose(steps, step_ref, atol=2e-5)
+    assert all(torch.allclose(a, b, atol=2e-5) for a, b in zip(state, step_ref_state))
+    assert torch.allclose(whole, whole_ref, atol=2e-5)
+    assert all(torch.allclose(a, b, atol=2e-5) for a, b in zip(whole_state, whole_ref_state))
+    assert not torch.allclose(whole, exact, atol=1e-6)  # the precision really changed
+    assert m.fused_step().precision == "fp16" and m.prefill_lstm() is not m.lstm
+    assert m.set_precision("fp32").prefill_lstm() is m.lstm
     with pytest.raises(ValueError):
-        m.set_decode_precision("int4")
+        m.set_precision("int4")
 
 
 def test_auto_precision_resolves_by_device():

@@ -171,8 +171,8 @@ def test_health_ready_info_and_not_ready(make_app):
     assert info["model"]["vocab_size"] == len(ctx(client).vocab) and info["model"]["layers"] == 2
     assert info["model"]["parameters"] == ctx(client).model.num_params() and info["model"]["val_loss"] == 3.0
     assert info["device"] == "cpu" and info["limits"]["max_n"] == 3
-    assert info["decode_precision"] == ("fp16" if fp16_available() else "fp32")  # auto on a CPU
-    assert make_app(precision="fp32").test_client().get("/info").get_json()["decode_precision"] == "fp32"
+    assert info["precision"] == ("fp16" if fp16_available() else "fp32")  # auto on a CPU
+    assert make_app(precision="fp32").test_client().get("/info").get_json()["precision"] == "fp32"
     ctx(client).engine.stop()
     r = client.get("/ready")
     assert r.status_code == 503 and r.get_json()["error"]["type"] == "not_ready"
@@ -205,5 +205,5 @@ def test_engine_warms_up_before_serving(make_app):
     """The decode step's packed weights are built at startup, not in the first request."""
     model = ctx(make_app().test_client()).model
     built = model.__dict__.get("_fused")
-    assert built is not None and built[1].precision == model.decode_precision
+    assert built is not None and built[1].precision == model.precision
     assert model.fused_step() is built[1]  # and reused, not rebuilt

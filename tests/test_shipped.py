@@ -4,6 +4,7 @@ import torch
 
 from conftest import SHAKESPEARE, SHIPPED
 from model.checkpoint import load_weights
+from model.fused import fp16_available
 
 pytestmark = pytest.mark.skipif(not SHIPPED.with_suffix(".safetensors").exists(), reason="no shipped weights")
 
@@ -32,3 +33,17 @@ def test_validation_loss_is_at_most_1_47():
     assert n == 111_539
     assert nll / n <= 1.47
     assert nll / n == pytest.approx(card["training"]["best_val_loss"], abs=1e-4)
+
+
+@pytest.mark.skipif(not SHAKESPEARE.exists() or not fp16_available(), reason="needs tinyshakespeare and fbgemm fp16")
+@pytest.mark.parametrize("chunk", [512, 1], ids=["whole-sequence", "decode-step"])
+def test_fp16_inference_costs_less_than_0_01_nats(chunk):
+    """The service's default CPU precision, through both paths it uses, on the whole validation split."""
+    from model.data import load_corpus
+    from model.evaluate import evaluate_ids
+
+    model, vocab, card = load_weights(SHIPPED)
+    model.set_precision("fp16")
+    torch.set_num_threads(2)
+    nll, n = evaluate_ids(model, load_corpus(SHAKESPEARE).split("val"), chunk=chunk)
+    assert abs(nll / n - card["training"]["best_val_loss"]) <= 0.01
