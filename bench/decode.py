@@ -1,7 +1,7 @@
 """Decode-step time per batch size: the engine's fused step (fp32 and fp16 matrices) vs the
 naive nn.LSTM step, against the memory roofline (fp32 weight bytes / best fp32 gemv bandwidth)
 and the compute roofline (best fp32 sgemm FLOP/s at the same batch), measured in the same run
-in interleaved rounds.
+in interleaved rounds; then prompt prefill (whole-sequence LSTM: fp32 oneDNN, fp32 native, fp16).
 
     python bench/decode.py [--weights weights/shakespeare] [--batches 1,8,64,128] [--threads N]
 
