@@ -12,14 +12,15 @@ Precision of the recurrent and upper-layer matrices (the bytes a step reads):
 - "fp32": torch's linear (MKL on CPU, cuBLAS on GPU).
 - "fp16": CPU only. fbgemm's fp16-weight / fp32-activation GEMM: weights stored in half
   precision (half the bytes), widened to fp32 in registers, fp32 accumulation. On a 2-core AVX2
-  machine it is ~2.5x faster than MKL's sgemm at batch 1 and several times faster at batch 8
+  machine the step is 1.7-2x faster than with MKL's sgemm at batch 1 and 3-5.7x at batch 8
   (bench/decode.py); the validation loss it costs is measured by model.evaluate --precision.
 The head (H x V, ~130 kB) and the table stay fp32.
 
 Prompts (prefill) run through a whole-sequence LSTM: nn.LSTM in fp32, and in fp16 PyTorch's
 dynamic fp16 LSTM (torch.ao.nn.quantized.dynamic.LSTM: the same fbgemm GEMM, fp16 W_ih and W_hh).
-On this CPU it also avoids oneDNN's ~5 ms set-up per call (weights re-laid-out every call): a
-1-character prompt takes 0.3 ms instead of 8, 200 characters 32 ms instead of 38 (batch 1).
+It also has no per-call set-up, where oneDNN's nn.LSTM re-lays out its weights on every call
+(~5 ms here): 4 characters take 1.2 ms instead of 5.8, 16 take 4.2 instead of 10.2; 200 take
+about the same, 8 x 200 ~20% longer (bench/decode.py, batch 1 unless said).
 """
 from __future__ import annotations
 

@@ -41,9 +41,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     # of every thread's team; once they outnumber the cores it stops spin-waiting between
     # parallel regions and puts its workers to sleep, so every op of a decode step pays futex
     # wake-ups. So this thread loads the model with one torch thread (no team), and the engine
-    # thread sets the real count for itself. Measured (4000 batch-1 steps in a second thread,
-    # perf stat): after a 2-thread load 47k context switches and 890-1272 us a step; after a
-    # 1-thread load 222 and 496 us.
+    # thread sets the real count for itself. bench/threads.py (4000 batch-1 steps in a second
+    # thread): after a 2-thread load 826-868 us a step and ~45k context switches; after a
+    # 1-thread load 511-684 us and under 100.
     threads = settings.torch_threads or torch.get_num_threads()
     before = torch.get_num_threads()
     torch.set_num_threads(1)

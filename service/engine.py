@@ -195,11 +195,11 @@ class Engine:
 
     # --- the scheduler thread -----------------------------------------------------------------
     def _warm_up(self):
-        """Pack the decode step's weights and set up the whole-sequence LSTM's kernels (and this
-        thread's OpenMP team) before the first request instead of in it (~100 ms on a CPU)."""
+        """Pack the inference weights and set up the LSTM kernels (and this thread's OpenMP team)
+        before the first request instead of in it: a first 20-char /generate took 164 ms without."""
         try:
             x = torch.zeros(1, 8, dtype=torch.long, device=self.device)
-            _, state = self.model(x)         # prefill path (nn.LSTM)
+            _, state = self.model(x)         # prefill path (whole-sequence LSTM)
             self.model(x[:, :1], state)      # decode step (builds the FusedStep)
         except Exception:  # a model that cannot run fails its first request, with the error logged
             log.exception("warm-up failed")
