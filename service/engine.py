@@ -14,8 +14,7 @@ import queue
 import random
 import threading
 import time
-from array import array
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass, field
 
 import torch
@@ -24,6 +23,7 @@ from model.generate import context_ids
 from model.network import CharRNN
 from model.sampling import SamplingParams, batch_params, find_stop, holdback, sample_batch
 from model.vocab import Vocab
+from service.prefix_cache import PrefixCache
 
 log = logging.getLogger("charrnn.engine")
 
@@ -96,40 +96,6 @@ class Sequence:
                 self.emit("text", self.text[self.emitted:ready])
                 self.emitted, self.last_emit = ready, now
         return self.done
-
-
-class PrefixCache:
-    """LRU of LSTM states after a context. A repeated prompt skips its prefill; a text that
-    extends a cached one (autocomplete: the user typed a few more characters) reads only the
-    new characters. Entries are small: (h, c) is 2 x layers x hidden floats."""
-
-    def __init__(self, size: int, lookback: int = 64):
-        self.size, self.lookback = size, lookback
-        self._d: OrderedDict[bytes, tuple] = OrderedDict()
-        self.hits = self.lookups = 0
-
-    @staticmethod
-    def _key(ids: list[int]) -> bytes:
-        return array("i", ids).tobytes()
-
-    def get(self, ids: list[int]):
-        """-> (number of leading ids covered, (h, c, logits)) for the longest cached prefix
-        among the last `lookback` lengths, or None."""
-        self.lookups += 1
-        key = self._key(ids)
-        for n in range(len(ids), max(0, len(ids) - self.lookback), -1):
-            hit = self._d.get(key[:4 * n])
-            if hit is not None:
-                self._d.move_to_end(key[:4 * n])
-                self.hits += 1
-                return n, hit
-        return None
-
-    def put(self, ids: list[int], h, c, logits):
-        self._d[self._key(ids)] = (h.clone(), c.clone(), logits.clone())
-        self._d.move_to_end(self._key(ids))
-        while len(self._d) > self.size:
-            self._d.popitem(last=False)
 
 
 class Engine:

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from service.engine import PrefixCache
+from service.prefix_cache import PrefixCache
 
 
 def test_lru_longest_prefix_and_eviction():
