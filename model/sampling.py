@@ -51,8 +51,7 @@ def apply_repetition_penalty(logits: torch.Tensor, recent: torch.Tensor, penalty
 
 def apply_temperature(logits: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
     """Divide each row by its temperature; rows with temperature 0 are left as they are (greedy)."""
-    t = torch.where(temperature > 0, temperature, torch.ones_like(temperature))
-    return logits / t[:, None].to(logits.dtype)
+    return logits / torch.where(temperature > 0, temperature, 1.0)[:, None].to(logits.dtype)
 
 
 def apply_top_k(logits: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -73,13 +72,15 @@ def apply_top_p(logits: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
-def choose(logits: torch.Tensor, temperature: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-    """Pick one id per row: argmax where temperature is 0, else inverse-CDF with uniforms (B,) in [0,1)."""
+def choose(logits: torch.Tensor, temperature: torch.Tensor, uniforms: torch.Tensor,
+           any_greedy: bool = True) -> torch.Tensor:
+    """Pick one id per row: argmax where temperature is 0, else inverse-CDF with uniforms (B,) in [0,1).
+    any_greedy=False promises no row has temperature 0: the argmax is skipped."""
     cdf = logits.double().softmax(-1).cumsum(-1)  # float64: no rounding past the last non-zero
     # u < total mass strictly, so the first index with cdf > u always has probability > 0.
     u = (uniforms.double() * cdf[:, -1] * (1 - 1e-12))[:, None]
     sampled = torch.searchsorted(cdf, u, right=True).squeeze(1).clamp(max=logits.shape[-1] - 1)
-    return torch.where(temperature > 0, sampled, logits.argmax(-1))
+    return torch.where(temperature > 0, sampled, logits.argmax(-1)) if any_greedy else sampled
 
 
 def process_logits(logits: torch.Tensor, t: dict, recent: torch.Tensor | None = None) -> torch.Tensor:
@@ -107,6 +108,7 @@ def batch_params(params: list[SamplingParams]) -> dict:
             "any_temperature": any(p.temperature not in (0, 1) for p in params),
             "any_top_k": any(p.top_k for p in params),
             "any_top_p": any(p.top_p is not None and p.top_p < 1 for p in params),
+            "any_greedy": any(p.temperature == 0 for p in params),
             "all_greedy": all(p.temperature == 0 for p in params)}
 
 
@@ -116,7 +118,7 @@ def sample_batch(logits: torch.Tensor, t: dict, rngs: list[random.Random], recen
         return logits.argmax(-1)
     logits = process_logits(logits.float(), t, recent)
     uniforms = torch.tensor([r.random() for r in rngs], dtype=torch.float64)
-    return choose(logits, t["temperature"], uniforms)
+    return choose(logits, t["temperature"], uniforms, t["any_greedy"])
 
 
 def sample_next(logits: torch.Tensor, params: list[SamplingParams], rngs: list[random.Random],
