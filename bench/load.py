@@ -148,15 +148,12 @@ def worker_rss_mb(master_pid: int) -> list[float]:
     return out
 
 
-def compute_rooflines(weights) -> dict:
+def compute_rooflines(model) -> dict:
     """Characters/s a batch-64 step could reach at this machine's GEMM FLOP/s (best of the fp32
     layouts, and fbgemm's fp16-weight GEMM that the CPU decode step uses by default)."""
     import torch
-    from model.checkpoint import load_weights
-    from model.fused import fp16_available
-    sys.path.insert(0, str(ROOT / "bench"))
     from decode import best_gemm_flops, timeit
-    model = load_weights(weights)[0]
+    from model.fused import fp16_available
     per_char = 2 * sum(p.numel() for n, p in model.named_parameters() if not n.startswith("embed"))
     # Best of 3: a roofline measured on a moment this VM is slow would flatter the service.
     out = {"fp32": max(best_gemm_flops(64) for _ in range(3)) / per_char}
@@ -167,15 +164,12 @@ def compute_rooflines(weights) -> dict:
     return out
 
 
-def prefill_floor_ms(weights) -> dict:
+def prefill_floor_ms(model) -> dict:
     """The model alone, in this process: the whole-sequence LSTM over 200 characters for 1 and
     8 contexts at once, the floor under /predict-next's latency with new contexts."""
     import torch
-    from model.checkpoint import load_weights
-    sys.path.insert(0, str(ROOT / "bench"))
     from decode import timeit
     from model.fused import resolve_precision
-    model = load_weights(weights)[0]
     # the server's precision (CHARRNN_PRECISION, default auto), so the floor is the server's own
     model.set_precision(resolve_precision(os.environ.get("CHARRNN_PRECISION", "auto"), "cpu"))
     with torch.no_grad():
@@ -193,11 +187,13 @@ def main():
     ap.add_argument("--chars", type=int, default=256)
     ap.add_argument("--predict-requests", type=int, default=200, help="per client")
     args = ap.parse_args()
-    sys.path.insert(0, str(ROOT))
+    sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+    from model.checkpoint import load_weights
+    model = load_weights(args.weights)[0]
 
     proc, ready_s, rss = None, None, None
     base = args.url
-    roofs = [compute_rooflines(args.weights)]  # before the server starts and after it stops: quiet
+    roofs = [compute_rooflines(model)]  # before the server starts and after it stops: quiet
     if base is None:
         proc, base, ready_s = start_server(args.weights)
     try:
@@ -230,8 +226,8 @@ def main():
         if proc:
             proc.terminate()
             proc.wait(30)
-    roofs.append(compute_rooflines(args.weights))
-    floor = prefill_floor_ms(args.weights)
+    roofs.append(compute_rooflines(model))
+    floor = prefill_floor_ms(model)
     # The higher of the two measurements of each: the stricter roofline.
     roofline = {k: max(r[k] for r in roofs) for k in roofs[0]}
     roof = roofline["fp32"]

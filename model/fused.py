@@ -25,6 +25,7 @@ about the same, 8 x 200 ~20% longer (bench/decode.py, batch 1 unless said).
 from __future__ import annotations
 
 import copy
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 PRECISIONS = ("fp32", "fp16")
 
 
+@functools.cache  # a property of the torch build and the CPU: probe once per process
 def fp16_available() -> bool:
     """fbgemm's fp16-weight linear exists in this torch build and runs on this CPU."""
     try:

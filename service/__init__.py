@@ -44,8 +44,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     # thread sets the real count for itself. bench/threads.py (4000 batch-1 steps in a second
     # thread): after a 2-thread load 826-868 us a step and ~45k context switches; after a
     # 1-thread load 511-684 us and under 100.
-    threads = settings.torch_threads or torch.get_num_threads()
     before = torch.get_num_threads()
+    threads = settings.torch_threads or before
     torch.set_num_threads(1)
     try:
         model, vocab, card = load_weights(settings.weights, device)
