@@ -11,6 +11,7 @@ class ModelConfig:
     hidden: int = 512     # LSTM hidden/cell width per layer
     layers: int = 2       # stacked LSTM layers
     dropout: float = 0.25 # between LSTM layers and on the LSTM output (training only)
+    weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden matrices (AWD-LSTM; training only)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -2,15 +2,21 @@
 
 One interface serves training, evaluation, sampling and serving:
     forward(x, state) -> (logits, state)
-x: (B, T) int64 character ids; state: (h, c), each (layers, B, hidden), or None for zeros;
-logits: (B, T, vocab). The LSTM is torch.nn.LSTM, so its gates are the classic equations
+x: (B, T) int64 character ids; state: (h, c), each (layers, B, hidden), or None for the start
+state; logits: (B, T, vocab).
+
+The start state (h0, c0), each (layers, hidden), is learned: training resets some streams to it
+(model/train.py, --reset-prob), so a prompt read with nothing before it starts from a state the
+model knows. Weights saved before it existed have no h0/c0 tensors and load with zeros. The LSTM is torch.nn.LSTM, so its gates are the classic equations
 (input, forget, cell, output, in that order in the weight rows) and parameter names are
 PyTorch's (lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0, ...).
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from model.config import ModelConfig
 
@@ -28,12 +34,40 @@ class CharRNN(nn.Module):
         # ... so the output gets its own dropout before the head.
         self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(cfg.hidden, cfg.vocab_size)
+        # the learned start state, one vector per layer; zeros = the classic zero state
+        self.h0 = nn.Parameter(torch.zeros(cfg.layers, cfg.hidden))
+        self.c0 = nn.Parameter(torch.zeros(cfg.layers, cfg.hidden))
 
     def init_hidden(self, batch: int, device=None, dtype=None) -> State:
-        p = self.head.weight
-        shape = (self.cfg.layers, batch, self.cfg.hidden)
-        z = torch.zeros(shape, device=device or p.device, dtype=dtype or p.dtype)
-        return z, z.clone()
+        """The start state for `batch` rows: (h, c), each (layers, batch, hidden).
+        Differentiable in training (h0/c0 learn from the rows that start from it)."""
+        def rows(p):
+            s = p.unsqueeze(1).expand(-1, batch, -1)
+            s = s if torch.is_grad_enabled() and self.training else s.detach()
+            return s.to(device=device or p.device, dtype=dtype or p.dtype).contiguous()
+        return rows(self.h0), rows(self.c0)
+
+    def restart_rows(self, state: State, rows: torch.Tensor) -> State:
+        """state with the rows where `rows` (B,) bool is True replaced by the start state."""
+        start = self.init_hidden(rows.shape[0], rows.device)
+        m = rows.view(1, -1, 1)
+        return tuple(torch.where(m, s0, s) for s0, s in zip(start, state))
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        # weights from before the learned start state: zeros, i.e. exactly what they were trained with
+        state_dict = dict(state_dict)
+        for name in ("h0", "c0"):
+            state_dict.setdefault(name, torch.zeros_like(getattr(self, name)))
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def _lstm_train(self, x: torch.Tensor, state: State):
+        """nn.LSTM with DropConnect on W_hh (one mask per forward = per BPTT window, as AWD-LSTM)."""
+        p = self.cfg.weight_drop
+        if not p or not self.training:
+            return self.lstm(x, state)
+        weights = {n: F.dropout(w, p, True) if n.startswith("weight_hh") else w
+                   for n, w in self.lstm.named_parameters()}
+        return functional_call(self.lstm, weights, (x, state))
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         if state is None:
@@ -43,7 +77,7 @@ class CharRNN(nn.Module):
                 return self._step(x[:, 0], state)          # decoding: one character per sequence
             out, state = self.prefill_lstm()(self.embed(x), state)
             return self.head(out), state
-        out, state = self.lstm(self.embed(x), state)  # out: (B, T, hidden)
+        out, state = self._lstm_train(self.embed(x), state)  # out: (B, T, hidden)
         return self.head(self.drop(out)), state        # (B, T, vocab)
 
     # --- inference: precision, the one-character step, the whole-sequence LSTM (model/fused.py) ----

@@ -40,6 +40,8 @@ class TrainConfig:
     hidden: int = 512
     layers: int = 2
     dropout: float = 0.25
+    weight_drop: float = 0.0     # DropConnect on the LSTM's hidden-to-hidden weights
+    reset_prob: float = 0.0      # chance per stream and window of restarting from the start state
     batch_size: int = 64
     seq_len: int = 128
     lr: float = 2e-3
@@ -65,9 +67,12 @@ def lr_at(step: int, c: TrainConfig) -> float:
 
 
 def make_optimizer(model: CharRNN, c: TrainConfig) -> torch.optim.Optimizer:
-    # Decay matrices only: biases and the embedding table are not "weights" worth shrinking.
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and not n.startswith("embed")]
-    rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and not n.startswith("embed"))]
+    # Decay matrices only: biases, the embedding table and the start state are not "weights"
+    # worth shrinking.
+    def decays(n, p):
+        return p.dim() >= 2 and not n.startswith("embed") and n not in ("h0", "c0")
+    decay = [p for n, p in model.named_parameters() if decays(n, p)]
+    rest = [p for n, p in model.named_parameters() if not decays(n, p)]
     return torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay},
                               {"params": rest, "weight_decay": 0.0}], lr=c.lr, betas=(0.9, 0.99))
 
@@ -98,7 +103,7 @@ def train(c: TrainConfig, command: str = "") -> dict:
 
     corpus = load_corpus(c.data)
     train_ids, val_ids = corpus.split("train"), corpus.split("val")
-    cfg = ModelConfig(len(corpus.vocab), c.embed, c.hidden, c.layers, c.dropout)
+    cfg = ModelConfig(len(corpus.vocab), c.embed, c.hidden, c.layers, c.dropout, c.weight_drop)
     model = CharRNN(cfg).to(device)
     opt = make_optimizer(model, c)
     batcher = StreamBatcher(train_ids, c.batch_size, c.seq_len, c.seed)
@@ -156,8 +161,14 @@ def train(c: TrainConfig, command: str = "") -> dict:
             g["lr"] = lr_at(step, c)
         xb, yb, fresh = batcher.next()
         x, y = torch.from_numpy(xb).to(device), torch.from_numpy(yb).to(device)
-        if fresh or state is None:  # a new epoch re-lays the streams: start from zero state
+        if fresh or state is None:  # a new epoch re-lays the streams: start from the start state
             state = model.init_hidden(c.batch_size, device)
+        elif c.reset_prob:
+            # Fresh starts: some streams forget their past and read this window from the start
+            # state, as a prompt with nothing before it is read; h0/c0 learn from these rows.
+            # Drawn from (seed, step) so a resumed run draws the same rows.
+            rows = np.random.default_rng([c.seed, step]).random(c.batch_size) < c.reset_prob
+            state = model.restart_rows(state, torch.from_numpy(rows).to(device))
         with amp:
             logits, state = model(x, state)  # logits: (B, T, V)
             loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
