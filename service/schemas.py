@@ -27,8 +27,8 @@ def _check_len(v: str, info: ValidationInfo) -> str:
 
 
 class PredictRequest(Strict):
-    text: str = Field("", description="context; empty = start of text")
-    top_k: int = Field(5, ge=1, description="how many of the most likely next characters to return")
+    text: str = Field("", description="the context; empty = the start of a text (read as a newline)")
+    top_k: int = Field(5, ge=1, description="how many of the most likely next characters to return (at most max_top_k, see /info)")
     temperature: float = Field(1.0, ge=0, description="softmax temperature; 0 puts all mass on the argmax")
     unknown_chars: Literal["error", "skip"] = Field("error", description="characters outside the vocabulary: 422, or drop them")
 
@@ -44,28 +44,28 @@ class PredictRequest(Strict):
 
 
 class Prediction(BaseModel):
-    char: str
-    prob: float
-    logprob: float
+    char: str = Field(description="a possible next character")
+    prob: float = Field(description="its probability")
+    logprob: float = Field(description="its natural log probability")
 
 
 class PredictResponse(BaseModel):
-    text: str
-    predictions: list[Prediction]
+    text: str = Field(description="the context that was read (without skipped characters)")
+    predictions: list[Prediction] = Field(description="the top_k most likely next characters, most likely first")
 
 
 class GenerateRequest(Strict):
-    prompt: str = Field("", description="text to continue; empty = start of text")
-    max_new_chars: int = Field(200, ge=1, description="characters to generate (at most)")
-    temperature: float = Field(0.8, ge=0, description="0 = greedy")
-    top_k: int | None = Field(None, ge=1)
-    top_p: float | None = Field(None, gt=0, le=1)
+    prompt: str = Field("", description="text to continue; empty = the start of a text (read as a newline)")
+    max_new_chars: int = Field(200, ge=1, description="characters to generate per completion, at most (limit: max_new_chars in /info)")
+    temperature: float = Field(0.8, ge=0, description="softmax temperature; lower is more conservative, 0 = greedy (always the most likely character)")
+    top_k: int | None = Field(None, ge=1, description="sample only among the k most likely characters; null = all")
+    top_p: float | None = Field(None, gt=0, le=1, description="nucleus sampling: only the most likely characters whose probabilities add up to top_p; null = all")
     repetition_penalty: float = Field(1.0, gt=0, description="> 1 discourages characters of the last 64")
-    stop: list[str] = Field(default_factory=list, description="strings that end a completion (not included)")
+    stop: list[str] = Field(default_factory=list, description="strings that end a completion (not included in it); default none")
     seed: int | None = Field(None, ge=0, lt=2**63, description="random when absent; the answer says which was used")
-    n: int = Field(1, ge=1, description="completions; completion i uses seed + i")
-    stream: bool = Field(False, description="answer as text/event-stream")
-    unknown_chars: Literal["error", "skip"] = "error"
+    n: int = Field(1, ge=1, description="how many completions of the prompt; completion i uses seed + i")
+    stream: bool = Field(False, description="answer as text/event-stream, text sent as it is generated")
+    unknown_chars: Literal["error", "skip"] = Field("error", description="characters outside the vocabulary: 422, or drop them")
 
     _prompt = field_validator("prompt")(_check_len)
 
@@ -94,27 +94,27 @@ class GenerateRequest(Strict):
 
 
 class Completion(BaseModel):
-    text: str
-    finish_reason: Literal["length", "stop"]
-    generated_chars: int
+    text: str = Field(description="the generated text (without the prompt or a stop string)")
+    finish_reason: Literal["length", "stop"] = Field(description="length: max_new_chars reached; stop: a stop string was generated")
+    generated_chars: int = Field(description="characters in text")
 
 
 class Usage(BaseModel):
-    prompt_chars: int
-    generated_chars: int
+    prompt_chars: int = Field(description="characters in the prompt")
+    generated_chars: int = Field(description="characters generated, all completions together")
 
 
 class GenerateResponse(BaseModel):
-    completions: list[Completion]
-    seed: int
-    usage: Usage
+    completions: list[Completion] = Field(description="n completions, in index order")
+    seed: int = Field(description="the seed used (the request's, or a random one): send it back to reproduce the answer")
+    usage: Usage = Field(description="characters read and written")
 
 
 class ErrorBody(BaseModel):
-    type: str
-    message: str
-    details: list[dict] = []
+    type: str = Field(description="machine-readable kind, e.g. validation_error, unknown_characters, queue_full")
+    message: str = Field(description="what went wrong, for people")
+    details: list[dict] = Field([], description="per field: {field, message, ...}; unknown_characters adds chars")
 
 
 class ErrorResponse(BaseModel):
-    error: ErrorBody
+    error: ErrorBody = Field(description="every error answer has this one key")
