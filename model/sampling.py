@@ -20,6 +20,9 @@ class SamplingParams:
     top_p: float | None = None
     repetition_penalty: float = 1.0
     penalty_window: int = 64  # the repetition penalty looks at this many previous characters
+    presence_penalty: float = 0.0   # OpenAI's: subtracted once from every character generated so far
+    frequency_penalty: float = 0.0  # OpenAI's: subtracted per occurrence in the generated text
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (vocabulary id, added to its logit); <= -100 bans it
 
     def __post_init__(self):
         if self.temperature < 0:
@@ -30,6 +33,8 @@ class SamplingParams:
             raise ValueError("top_p must be in (0, 1]")
         if self.repetition_penalty <= 0:
             raise ValueError("repetition_penalty must be > 0")
+        if any(not -100 <= b <= 100 for _, b in self.logit_bias):
+            raise ValueError("logit_bias values must be in [-100, 100]")
 
 
 def apply_repetition_penalty(logits: torch.Tensor, recent: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
@@ -49,9 +54,48 @@ def apply_repetition_penalty(logits: torch.Tensor, recent: torch.Tensor, penalty
     return torch.where(seen, penalised, logits)
 
 
+def apply_allowed(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """Only the characters allowed (B, V) bool may be chosen (regex constraints); every row must
+    allow at least one."""
+    return logits.masked_fill(~allowed, float("-inf"))
+
+
+def apply_logit_bias(logits: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Add a per-row bias (B, V); -inf entries (bias -100) ban a character outright."""
+    return logits + bias
+
+
+def apply_presence_frequency(logits: torch.Tensor, counts: torch.Tensor, presence: torch.Tensor,
+                             frequency: torch.Tensor) -> torch.Tensor:
+    """OpenAI's penalties: counts (B, V) of each character in the text generated so far;
+    logit -= frequency * count + presence * (count > 0); presence, frequency (B,)."""
+    return logits - counts * frequency[:, None] - (counts > 0).to(logits.dtype) * presence[:, None]
+
+
+def bias_matrix(params: list["SamplingParams"], vocab_size: int) -> torch.Tensor:
+    """(B, V) logit-bias rows of a batch; a bias of -100 becomes -inf (a ban, as OpenAI documents)."""
+    bias = torch.zeros(len(params), vocab_size)
+    for row, p in enumerate(params):
+        for idx, b in p.logit_bias:
+            bias[row, idx] = float("-inf") if b <= -100 else b
+    return bias
+
+
+def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, k: int):
+    """The model's own log-probabilities (before any sampling transform): logits (R, V), the
+    chosen ids (R,) -> (their logprobs (R,), top-k logprobs (R, k), top-k ids (R, k))."""
+    logp = logits.float().log_softmax(-1)
+    top = logp.topk(min(k, logp.shape[-1]), -1)
+    return logp.gather(1, ids[:, None].long())[:, 0], top.values, top.indices
+
+
 def apply_temperature(logits: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
-    """Divide each row by its temperature; rows with temperature 0 are left as they are (greedy)."""
-    return logits / torch.where(temperature > 0, temperature, 1.0)[:, None].to(logits.dtype)
+    """Divide each row by its temperature; rows with temperature 0 are left as they are (greedy).
+    Each row's maximum is shifted to 0 first (the softmax is the same): a tiny temperature such as
+    1e-40 then sends the other logits to -inf, the argmax that T -> 0 means, instead of overflowing
+    every logit to inf and the softmax to NaN."""
+    t = torch.where(temperature > 0, temperature, 1.0)[:, None].to(logits.dtype)
+    return (logits - logits.amax(-1, keepdim=True)) / t
 
 
 def apply_top_k(logits: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -67,7 +111,8 @@ def apply_top_p(logits: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     sorted_logits, order = logits.sort(dim=-1, descending=True)
     probs = sorted_logits.softmax(-1)
     before = probs.cumsum(-1) - probs  # mass strictly before each entry
-    drop_sorted = before >= p[:, None].to(probs.dtype)  # the first entry is always kept
+    drop_sorted = before >= p[:, None].to(probs.dtype)
+    drop_sorted[:, 0] = False  # the most likely is always kept, even when p underflows to 0 in float32
     drop = torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
     return logits.masked_fill(drop, float("-inf"))
 
@@ -83,11 +128,24 @@ def choose(logits: torch.Tensor, temperature: torch.Tensor, uniforms: torch.Tens
     return torch.where(temperature > 0, sampled, logits.argmax(-1)) if any_greedy else sampled
 
 
-def process_logits(logits: torch.Tensor, t: dict, recent: torch.Tensor | None = None) -> torch.Tensor:
-    """Every transform, in the order they apply: penalty, temperature, top-k, top-p.
-    t: batch_params(); transforms no row uses are skipped."""
+def adjust_logits(logits: torch.Tensor, t: dict, recent: torch.Tensor | None = None,
+                  counts: torch.Tensor | None = None, allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """What changes which character is best, so it applies to greedy rows too: the regex mask
+    (allowed (B, V)), logit bias, repetition penalty (recent (B, W)), presence/frequency penalties
+    (counts (B, V)). Transforms no row uses are skipped."""
+    if allowed is not None:
+        logits = apply_allowed(logits, allowed)
+    if t.get("any_bias"):
+        logits = apply_logit_bias(logits, t["bias"])
     if t["any_penalty"] and recent is not None:
         logits = apply_repetition_penalty(logits, recent, t["penalty"])
+    if t.get("any_counts") and counts is not None:
+        logits = apply_presence_frequency(logits, counts, t["presence"], t["frequency"])
+    return logits
+
+
+def shape_logits(logits: torch.Tensor, t: dict) -> torch.Tensor:
+    """The sampling distribution's shape (no effect on greedy rows): temperature, top-k, top-p."""
     if t["any_temperature"]:
         logits = apply_temperature(logits, t["temperature"])
     if t["any_top_k"]:
@@ -97,35 +155,56 @@ def process_logits(logits: torch.Tensor, t: dict, recent: torch.Tensor | None = 
     return logits
 
 
-def batch_params(params: list[SamplingParams]) -> dict:
+def process_logits(logits: torch.Tensor, t: dict, recent: torch.Tensor | None = None,
+                   counts: torch.Tensor | None = None, allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """Every transform, in the order they apply: adjust_logits, then shape_logits.
+    t: batch_params(); transforms no row uses are skipped."""
+    return shape_logits(adjust_logits(logits, t, recent, counts, allowed), t)
+
+
+def batch_params(params: list[SamplingParams], vocab_size: int | None = None) -> dict:
     """Per-row tensors for a batch of requests' settings, and which transforms any row needs.
-    Build once per batch composition, not per step."""
-    return {"temperature": torch.tensor([p.temperature for p in params], dtype=torch.float32),
-            "top_k": torch.tensor([p.top_k or 0 for p in params], dtype=torch.long),
-            "top_p": torch.tensor([p.top_p or 1.0 for p in params], dtype=torch.float32),
-            "penalty": torch.tensor([p.repetition_penalty for p in params], dtype=torch.float32),
-            "any_penalty": any(p.repetition_penalty != 1 for p in params),
-            "any_temperature": any(p.temperature not in (0, 1) for p in params),
-            "any_top_k": any(p.top_k for p in params),
-            "any_top_p": any(p.top_p is not None and p.top_p < 1 for p in params),
-            "any_greedy": any(p.temperature == 0 for p in params),
-            "all_greedy": all(p.temperature == 0 for p in params)}
+    Build once per batch composition, not per step. vocab_size: needed when a row has a logit bias."""
+    t = {"temperature": torch.tensor([p.temperature for p in params], dtype=torch.float32),
+         "top_k": torch.tensor([p.top_k or 0 for p in params], dtype=torch.long),
+         "top_p": torch.tensor([p.top_p or 1.0 for p in params], dtype=torch.float32),
+         "penalty": torch.tensor([p.repetition_penalty for p in params], dtype=torch.float32),
+         "any_penalty": any(p.repetition_penalty != 1 for p in params),
+         "any_temperature": any(p.temperature not in (0, 1) for p in params),
+         "any_top_k": any(p.top_k for p in params),
+         "any_top_p": any(p.top_p is not None and p.top_p < 1 for p in params),
+         "any_greedy": any(p.temperature == 0 for p in params),
+         "all_greedy": all(p.temperature == 0 for p in params),
+         "any_bias": any(p.logit_bias for p in params),
+         "any_counts": any(p.presence_penalty or p.frequency_penalty for p in params)}
+    if t["any_bias"]:
+        if vocab_size is None:
+            raise ValueError("batch_params needs vocab_size when a row has a logit bias")
+        t["bias"] = bias_matrix(params, vocab_size)
+    if t["any_counts"]:
+        t["presence"] = torch.tensor([p.presence_penalty for p in params], dtype=torch.float32)
+        t["frequency"] = torch.tensor([p.frequency_penalty for p in params], dtype=torch.float32)
+    return t
 
 
-def sample_batch(logits: torch.Tensor, t: dict, rngs: list[random.Random], recent: torch.Tensor | None = None) -> torch.Tensor:
-    """logits (B, V) -> next ids (B,), with t = batch_params(...) of the same rows."""
+def sample_batch(logits: torch.Tensor, t: dict, rngs: list[random.Random], recent: torch.Tensor | None = None,
+                 counts: torch.Tensor | None = None, allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """logits (B, V) -> next ids (B,), with t = batch_params(...) of the same rows; recent, counts,
+    allowed: see adjust_logits (each only when a row of the batch needs it)."""
+    logits = adjust_logits(logits.float(), t, recent, counts, allowed)
     if t["all_greedy"]:  # greedy rows ignore their draws: skipping them changes no output
         return logits.argmax(-1)
-    logits = process_logits(logits.float(), t, recent)
+    logits = shape_logits(logits, t)
     uniforms = torch.tensor([r.random() for r in rngs], dtype=torch.float64)
     return choose(logits, t["temperature"], uniforms, t["any_greedy"])
 
 
 def sample_next(logits: torch.Tensor, params: list[SamplingParams], rngs: list[random.Random],
-                recent: torch.Tensor | None = None) -> torch.Tensor:
+                recent: torch.Tensor | None = None, counts: torch.Tensor | None = None,
+                allowed: torch.Tensor | None = None) -> torch.Tensor:
     """logits (B, V) -> next ids (B,). Row i draws from its own rngs[i], so a seeded sequence is
     reproducible whatever else shares the batch."""
-    return sample_batch(logits, batch_params(params), rngs, recent)
+    return sample_batch(logits, batch_params(params, logits.shape[-1]), rngs, recent, counts, allowed)
 
 
 def find_stop(text: str, stops: list[str], start: int = 0) -> int | None:

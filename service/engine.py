@@ -189,21 +189,66 @@ class Engine:
                     s = self._pending.popleft()
                     if not s.cancelled:  # a client that left while queued takes no slot
                         self._prefilling.append(s)
+            # A failed turn never kills the engine, and fails only the sequences responsible.
             try:
                 self._reap()
                 if self._prefilling:
                     self._prefill_turn()
+            except Exception:
+                log.exception("prefill turn failed; retrying its sequences one by one")
+                self._isolate_prefill()
+            try:
                 if self._batch:
                     self._decode_step()
-            except Exception:  # never let one bad turn kill the engine: fail the sequences involved
-                log.exception("engine turn failed")
-                for s in self._prefilling + self._batch:
-                    s.done = True
-                    s.emit("error", "internal error")
-                self._prefilling, self._batch = [], []
-                self._h = self._c = self._logits = self._params = None
+            except Exception:
+                log.exception("decode step failed; looking for the rows responsible")
+                self._isolate_decode()
         for s in list(self._pending) + self._prefilling + self._batch:
             s.emit("error", "server shutting down")
+
+    def _fail(self, s: Sequence):
+        if s.done:  # already answered (or timed out): one ending per sequence
+            return
+        s.done = True
+        s.emit("error", "internal error")
+
+    def _isolate_prefill(self):
+        """A batched prefill chunk failed: run each of its sequences alone and fail only those that
+        fail alone. Retrying is safe: a sequence's ids and state advance only after its forward
+        pass succeeded, and prefill results do not depend on batch-mates or chunk boundaries."""
+        group, still = self._prefilling, []
+        for s in group:
+            self._prefilling = [s]
+            try:
+                self._prefill_turn()
+                still += self._prefilling
+            except Exception:
+                log.exception("a sequence failed its prefill alone")
+                self._fail(s)
+        self._prefilling = still
+
+    def _isolate_decode(self):
+        """A decode step failed. Sample each row alone (a throwaway RNG, nothing pushed) to find
+        the rows whose own settings or logits break the sampler; fail those and keep the rest. A row's
+        own settings act in the parameter tensors and logit transforms, which run before any row
+        draws its random number: after such a failure the survivors' next step is exactly the one
+        they would have had without the culprits. When no row fails alone the fault is nobody's in particular: fail the batch."""
+        V, bad = len(self.vocab), []
+        for i, s in enumerate(self._batch):
+            try:
+                t = batch_params([s.params])
+                recent = torch.tensor([s.recent or [-1]], dtype=torch.long) if t["any_penalty"] else None
+                ok = 0 <= int(sample_batch(self._logits[i:i + 1].float().cpu(), t, [random.Random(0)], recent)[0]) < V
+            except Exception:
+                ok = False
+            if not ok:
+                bad.append(i)
+        for i in bad or range(len(self._batch)):
+            self._fail(self._batch[i])
+        if bad:
+            self._keep([i for i, s in enumerate(self._batch) if not s.done])
+        else:
+            self._batch, self._h, self._c, self._logits, self._params = [], None, None, None, None
 
     def _reap(self):
         """Drop cancelled sequences and those past their deadline."""
@@ -290,7 +335,11 @@ class Engine:
         nxt = sample_batch(self._logits.float().cpu(), self._params, [s.rng for s in batch], recent)
         ids = nxt.tolist()
         for s, i in zip(batch, ids):
-            s.push(self.vocab.chars[i], i)
+            try:
+                s.push(self.vocab.chars[i], i)
+            except Exception:  # this row's own text, stops or id broke: fail it alone
+                log.exception("a sequence failed to take its character")
+                self._fail(s)
         if self.metrics:
             self.metrics.step(len(batch))
         self.steps += 1
