@@ -1,6 +1,7 @@
 """HTTP endpoints. Thin: parse and validate, hand sequences to the engine, shape the answer."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import queue
@@ -26,9 +27,12 @@ def _ctx():
 def _parse(schema):
     if not request.is_json:
         raise APIError(400, "bad_request", "expected a JSON body with Content-Type: application/json")
-    data = request.get_json(silent=True)
-    if data is None:
-        raise APIError(400, "bad_request", "the body is not valid JSON")
+    try:  # json.loads, not get_json: its RecursionError on deeply nested input would be a 500
+        data = json.loads(request.get_data())
+    except RecursionError:
+        raise APIError(400, "bad_request", "the body's JSON nests too deeply") from None
+    except ValueError:  # malformed, not UTF-8, or an integer of more than 4300 digits
+        raise APIError(400, "bad_request", "the body is not valid JSON") from None
     if not isinstance(data, dict):
         raise APIError(400, "bad_request", "the body must be a JSON object")
     return schema.model_validate(data, context={"settings": _ctx().settings})
@@ -103,7 +107,8 @@ def predict_next():
         logp = torch.full_like(logits, -math.inf)
         logp[logits.argmax()] = 0.0
     else:
-        logp = torch.log_softmax(logits / req.temperature, -1)
+        # max shifted to 0 first: a tiny temperature sends the rest to -inf, not everything to NaN
+        logp = torch.log_softmax((logits - logits.max()) / req.temperature, -1)
     top = torch.topk(logp, min(req.top_k, len(logp)))
     preds = [{"char": ctx.vocab.chars[i], "prob": math.exp(lp), "logprob": lp}
              for lp, i in zip(top.values.tolist(), top.indices.tolist()) if lp > -math.inf]
@@ -118,7 +123,10 @@ def generate():
     ctx, events = _ctx(), queue.Queue()
     seed = req.seed if req.seed is not None else random.SystemRandom().randrange(2**31)
     deadline = time.monotonic() + ctx.settings.request_timeout_s
-    seqs = [ctx.engine.new_sequence(ids, req.sampling(), seed + i, req.max_new_chars, req.stop, deadline, events, i,
+    params = req.sampling()
+    if params.top_k is not None and params.top_k >= len(ctx.vocab):  # k beyond the vocabulary: all of it
+        params = dataclasses.replace(params, top_k=None)
+    seqs = [ctx.engine.new_sequence(ids, params, seed + i, req.max_new_chars, req.stop, deadline, events, i,
                                     req.stream) for i in range(req.n)]
     _submit(seqs)
     ctx.metrics.prompt_chars.inc(len(ids))

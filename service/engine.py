@@ -21,7 +21,7 @@ import torch
 
 from model.generate import context_ids
 from model.network import CharRNN
-from model.sampling import SamplingParams, batch_params, find_stop, holdback, sample_batch
+from model.sampling import SamplingParams, batch_params, find_stop, holdback, sample_batch, token_logprobs
 from model.vocab import Vocab
 from service.prefix_cache import PrefixCache
 
@@ -58,6 +58,12 @@ class Sequence:
     context: list[int] | None = None  # the whole context, kept for the prefix cache
     logits: torch.Tensor | None = None
     last_emit: float = 0.0
+    logprobs: int | None = None    # per generated character: its logprob and the top-k alternatives
+    score_prompt: int | None = None  # echo: score the context's characters too (top-k alternatives)
+    constraint: object | None = None  # a model.constraints.RegexConstraint the completion must match
+    fsm: int = 0                   # the constraint's state after the text so far
+    lps: list = field(default_factory=list)  # per generated character: (logprob, [(id, logprob), ...])
+    counts: torch.Tensor | None = None  # (V,) generated characters, for presence/frequency penalties
 
     def __post_init__(self):
         self.rng = random.Random(self.seed)
@@ -69,22 +75,44 @@ class Sequence:
     def cancel(self):
         self.cancelled = True  # read by the engine thread at its next turn
 
+    def _emit_text(self, end: int):
+        if self.logprobs is not None:  # the entries of exactly the text that follows
+            self.emit("logprobs", self.lps[self.emitted:end])
+        self.emit("text", self.text[self.emitted:end])
+        self.emitted = end
+
     def _finish(self, reason: str):
         if self.emitted < len(self.text):
-            self.emit("text", self.text[self.emitted:])
-            self.emitted = len(self.text)
+            self._emit_text(len(self.text))
         self.done = True
         self.emit("done", reason)
 
-    def push(self, ch: str, idx: int) -> bool:
-        """Append a sampled character; emit what is final; -> True when the sequence is done."""
+    def score(self, logits: torch.Tensor, ids: torch.Tensor):
+        """Echo with logprobs: score a chunk of context ids (n,) from the logits after each (n, V);
+        the logits before the chunk predicted its first id (none at the very start: None)."""
+        pred = logits[:-1] if self.logits is None else torch.cat([self.logits, logits[:-1]])
+        entries = [None] if self.logits is None else []
+        chosen, vals, top = token_logprobs(pred, ids[len(entries):], self.score_prompt)
+        entries += [(c, list(zip(t, v))) for c, t, v in zip(chosen.tolist(), top.tolist(), vals.tolist())]
+        self.emit("prompt_logprobs", entries)
+
+    def push(self, ch: str, idx: int, lp: tuple | None = None) -> bool:
+        """Append a sampled character (lp: its logprob entry); emit what is final; -> True when done."""
         self.text += ch
         if self.params.repetition_penalty != 1:  # only the penalty reads `recent`
             self.recent = (self.recent + [idx])[-self.params.penalty_window:]
+        if lp is not None:
+            self.lps.append(lp)
+        if self.counts is not None:
+            self.counts[idx] += 1
+        if self.constraint is not None:
+            self.fsm = self.constraint.next[self.fsm][idx]
         cut = find_stop(self.text, self.stops, len(self.text) - 1) if self.stops else None
         if cut is not None:
             self.text = self.text[:cut]
             self._finish("stop")
+        elif self.constraint is not None and self.constraint.closed[self.fsm]:
+            self._finish("stop")  # a full match that no character can extend
         elif len(self.text) >= self.max_new:
             self._finish("length")
         elif self.stream:  # a non-streamed answer needs no per-character events (or thread wake-ups)
@@ -93,8 +121,8 @@ class Sequence:
                 return False  # the first text goes at once; later ones at most every `interval`
             ready = len(self.text) - (holdback(self.text, self.stops) if self.stops else 0)
             if ready > self.emitted:
-                self.emit("text", self.text[self.emitted:ready])
-                self.emitted, self.last_emit = ready, now
+                self._emit_text(ready)
+                self.last_emit = now
         return self.done
 
 
@@ -155,9 +183,10 @@ class Engine:
 
     def new_sequence(self, prompt_ids, params: SamplingParams, seed: int, max_new: int,
                      stops: list[str], deadline: float, events: queue.Queue, index: int = 0,
-                     stream: bool = True) -> Sequence:
+                     stream: bool = True, **features) -> Sequence:
+        """features: Sequence's logprobs, score_prompt, constraint (all off by default)."""
         return Sequence(context_ids(self.vocab, prompt_ids), params, seed, max_new, list(stops),
-                        deadline, events, index, stream, self.stream_interval)
+                        deadline, events, index, stream, self.stream_interval, **features)
 
     # --- the scheduler thread -----------------------------------------------------------------
     def _warm_up(self):
@@ -278,7 +307,8 @@ class Engine:
         for s in group:
             if s.state is None:
                 s.context = s.ids
-                hit = self.cache.get(s.ids) if self.cache and s.ids else None
+                # (echo scoring reads every character itself: no cache for it)
+                hit = self.cache.get(s.ids) if self.cache and s.ids and s.score_prompt is None else None
                 if hit:
                     n, (h, c, s.logits) = hit
                     s.state, s.ids = (h, c), s.ids[n:]
@@ -294,6 +324,8 @@ class Engine:
             c = torch.cat([s.state[1] for s in todo], 1)
             logits, (h, c) = self.model(x, (h, c))  # (G, n, V)
             for i, s in enumerate(todo):
+                if s.score_prompt is not None:  # before s.logits moves on: it predicted x[i, 0]
+                    s.score(logits[i], x[i])
                 s.ids = s.ids[n:]
                 s.state = (h[:, i:i + 1], c[:, i:i + 1])
                 s.logits = logits[i:i + 1, -1]
@@ -324,19 +356,52 @@ class Engine:
         self._batch.append(s)
         self._params = None
 
+    def _batch_params(self, batch: list[Sequence]) -> dict:
+        """batch_params plus the rows with per-step work (presence/frequency counts, regex masks,
+        logprobs); rebuilt only when the batch's rows change, so rows using none pay nothing."""
+        V = len(self.vocab)
+        t = batch_params([s.params for s in batch], V)
+        counted = [i for i, s in enumerate(batch) if s.params.presence_penalty or s.params.frequency_penalty]
+        for i in counted:
+            if batch[i].counts is None:
+                batch[i].counts = torch.zeros(V)
+        t["count_rows"] = torch.tensor(counted, dtype=torch.long) if counted else None
+        t["constrained"] = [i for i, s in enumerate(batch) if s.constraint is not None]
+        t["allowed"] = torch.ones(len(batch), V, dtype=torch.bool) if t["constrained"] else None
+        scored = [i for i, s in enumerate(batch) if s.logprobs is not None]
+        t["logprob_rows"] = torch.tensor(scored, dtype=torch.long) if scored else None
+        t["logprob_k"] = max((batch[i].logprobs for i in scored), default=0)
+        return t
+
     def _decode_step(self):
         batch = self._batch
         if self._params is None:
-            self._params = batch_params([s.params for s in batch])
-        recent = None
-        if self._params["any_penalty"]:
+            self._params = self._batch_params(batch)
+        t = self._params
+        recent = counts = allowed = None
+        if t["any_penalty"]:
             w = max(len(s.recent) for s in batch)
             recent = torch.tensor([s.recent + [-1] * (w - len(s.recent)) for s in batch], dtype=torch.long)
-        nxt = sample_batch(self._logits.float().cpu(), self._params, [s.rng for s in batch], recent)
-        ids = nxt.tolist()
-        for s, i in zip(batch, ids):
+        # Per-step features cost in proportion to the rows that use them (bench/decode.py).
+        if t["count_rows"] is not None:
+            counts = torch.zeros(len(batch), len(self.vocab)).index_copy_(
+                0, t["count_rows"], torch.stack([batch[i].counts for i in t["count_rows"].tolist()]))
+        if t["constrained"]:
+            allowed = t["allowed"]  # rows without a regex stay all True
+            for i in t["constrained"]:
+                allowed[i] = batch[i].constraint.allowed[batch[i].fsm]
+        raw = self._logits.float().cpu()
+        nxt = sample_batch(raw, t, [s.rng for s in batch], recent, counts, allowed)
+        ids, lps = nxt.tolist(), [None] * len(batch)
+        if t["logprob_rows"] is not None:  # the model's own distribution: before any transform
+            rows = t["logprob_rows"]
+            chosen, vals, top = token_logprobs(raw[rows], nxt[rows], t["logprob_k"])
+            for r, c, tv, ti in zip(rows.tolist(), chosen.tolist(), vals.tolist(), top.tolist()):
+                k = batch[r].logprobs
+                lps[r] = (c, list(zip(ti[:k], tv[:k])))
+        for s, i, lp in zip(batch, ids, lps):
             try:
-                s.push(self.vocab.chars[i], i)
+                s.push(self.vocab.chars[i], i, lp)
             except Exception:  # this row's own text, stops or id broke: fail it alone
                 log.exception("a sequence failed to take its character")
                 self._fail(s)

@@ -25,7 +25,9 @@ def error_response(status: int, type_: str, message: str, details=None, headers=
 
 
 def validation_details(e: ValidationError) -> list[dict]:
-    return [{"field": ".".join(str(p) for p in err["loc"]) or "(body)", "message": err["msg"], "type": err["type"]}
+    # A client's unknown key may hold a lone surrogate: replaced, so the answer can be UTF-8 encoded.
+    return [{"field": ".".join(str(p) for p in err["loc"]).encode("utf-8", "replace").decode() or "(body)",
+             "message": err["msg"], "type": err["type"]}
             for err in e.errors(include_url=False, include_context=False, include_input=False)]
 
 

@@ -2,7 +2,7 @@
 validation context {"settings": Settings}, so one schema serves any configuration."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -11,7 +11,35 @@ from model.sampling import SamplingParams
 
 class Strict(BaseModel):
     # Unknown fields are an error, not silently ignored; strict: "1" is not a number, "yes" not a bool.
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # allow_inf_nan=False: NaN, Infinity and 1e999 (which JSON parsers read as inf) are errors too.
+    # Every request body (here and in openai_schemas) derives from this, so the hygiene is shared.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _integral_floats(cls, v, info: ValidationInfo):
+        # JSON Schema's (and so OpenAPI's) "integer" includes 2.0: take it where an int is expected.
+        if isinstance(v, float) and v.is_integer() and _wants_int(cls, info.field_name):
+            return int(v)
+        return v
+
+    @field_validator("*")
+    @classmethod
+    def _valid_unicode(cls, v):
+        # JSON's "\ud800" escape decodes to a lone surrogate: not text, and not encodable as UTF-8.
+        for s in [v] if isinstance(v, str) else v if isinstance(v, (list, tuple)) else ():
+            if isinstance(s, str) and not s.isascii():
+                try:
+                    s.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ValueError("contains a lone UTF-16 surrogate (not valid Unicode text)") from None
+        return v
+
+
+def _wants_int(model: type[BaseModel], name: str) -> bool:
+    ann = model.model_fields[name].annotation
+    kinds = set(get_args(ann)) or {ann}
+    return int in kinds and float not in kinds
 
 
 def _limit(info: ValidationInfo, name: str):
@@ -58,9 +86,11 @@ class GenerateRequest(Strict):
     prompt: str = Field("", description="text to continue; empty = the start of a text (read as a newline)")
     max_new_chars: int = Field(200, ge=1, description="characters to generate per completion, at most (limit: max_new_chars in /info)")
     temperature: float = Field(0.8, ge=0, description="softmax temperature; lower is more conservative, 0 = greedy (always the most likely character)")
-    top_k: int | None = Field(None, ge=1, description="sample only among the k most likely characters; null = all")
+    top_k: int | None = Field(None, ge=1, description="sample only among the k most likely characters; null = all "
+                              "(a k beyond the vocabulary means all too; at most max_top_k, see /info)")
     top_p: float | None = Field(None, gt=0, le=1, description="nucleus sampling: only the most likely characters whose probabilities add up to top_p; null = all")
-    repetition_penalty: float = Field(1.0, gt=0, description="> 1 discourages characters of the last 64")
+    # Bounded: a penalty of 1e-300 is 0 in the float32 the sampler uses, and dividing by it breaks the row.
+    repetition_penalty: float = Field(1.0, ge=0.01, le=100, description="> 1 discourages characters of the last 64")
     stop: list[str] = Field(default_factory=list, description="strings that end a completion (not included in it); default none")
     seed: int | None = Field(None, ge=0, lt=2**63, description="random when absent; the answer says which was used")
     n: int = Field(1, ge=1, description="how many completions of the prompt; completion i uses seed + i")
@@ -69,11 +99,19 @@ class GenerateRequest(Strict):
 
     _prompt = field_validator("prompt")(_check_len)
 
-    @field_validator("max_new_chars", "n")
+    @field_validator("temperature")
+    @classmethod
+    def _tiny_is_greedy(cls, v):
+        # The sampler's temperatures are float32: 1e-300 would be 0 there (greedy) for some of its
+        # decisions and not others. Below 1e-30 every gap between logits is already infinite:
+        # greedy is what such a temperature means.
+        return 0.0 if v < 1e-30 else v
+
+    @field_validator("max_new_chars", "n", "top_k")
     @classmethod
     def _max(cls, v, info):
-        lim = _limit(info, {"max_new_chars": "max_new_chars", "n": "max_n"}[info.field_name])
-        if lim is not None and v > lim:
+        lim = _limit(info, {"max_new_chars": "max_new_chars", "n": "max_n", "top_k": "max_top_k"}[info.field_name])
+        if lim is not None and v is not None and v > lim:
             raise ValueError(f"must be <= {lim}")
         return v
 
