@@ -265,7 +265,7 @@ class Engine:
         V, bad = len(self.vocab), []
         for i, s in enumerate(self._batch):
             try:
-                t = batch_params([s.params])
+                t = self._batch_params([s])  # logit bias and the rest, as the step builds them
                 recent = torch.tensor([s.recent or [-1]], dtype=torch.long) if t["any_penalty"] else None
                 ok = 0 <= int(sample_batch(self._logits[i:i + 1].float().cpu(), t, [random.Random(0)], recent)[0]) < V
             except Exception:
