@@ -32,7 +32,7 @@ class AppContext:
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    from service import api, errors, openapi
+    from service import api, errors, openai_api, openapi
 
     settings = settings or Settings.from_env()
     device = pick_device(settings.device)
@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["charrnn"] = AppContext(settings, model, vocab, card, device, engine, metrics, openapi.build_spec())
     app.register_blueprint(api.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(openai_api.bp)  # /v1/*: OpenAI-compatible, OpenAI-shaped errors
     errors.register(app)
 
     @app.before_request

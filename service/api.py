@@ -14,6 +14,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, stream_wit
 from model.sampling import SamplingParams
 from service.engine import NotRunning, QueueFull
 from service.errors import APIError
+from service.features import FeatureError, banned, bias_ids, char_logprobs, check_bans, regex_compiler
 from service.schemas import (Completion, GenerateRequest, GenerateResponse, PredictRequest, PredictResponse,
                              Usage)
 
@@ -126,18 +127,21 @@ def generate():
     params = req.sampling()
     if params.top_k is not None and params.top_k >= len(ctx.vocab):  # k beyond the vocabulary: all of it
         params = dataclasses.replace(params, top_k=None)
+    params, features = _char_features(req.logit_bias, req.regex, params)
     seqs = [ctx.engine.new_sequence(ids, params, seed + i, req.max_new_chars, req.stop, deadline, events, i,
-                                    req.stream) for i in range(req.n)]
+                                    req.stream, logprobs=req.logprobs, **features) for i in range(req.n)]
     _submit(seqs)
     ctx.metrics.prompt_chars.inc(len(ids))
     t0 = time.monotonic()
     if req.stream:
         return _stream(seqs, events, deadline, seed, t0)
-    texts, reasons = [""] * req.n, [None] * req.n
+    texts, reasons, lps = [""] * req.n, [None] * req.n, [[] for _ in range(req.n)]
     try:
         for i, kind, value in _events(events, deadline):
             if kind == "text":  # a plain answer gets its text in one piece: no time-to-first-char here
                 texts[i] += value
+            elif kind == "logprobs":
+                lps[i] += value
             elif kind == "done":
                 reasons[i] = value
                 if all(reasons):
@@ -147,9 +151,25 @@ def generate():
     finally:
         for s in seqs:
             s.cancel()
-    comps = [Completion(text=t, finish_reason=r, generated_chars=len(t)) for t, r in zip(texts, reasons)]
+    comps = [Completion(text=t, finish_reason=r, generated_chars=len(t),
+                        logprobs=None if req.logprobs is None else char_logprobs(ctx.vocab, t, lp))
+             for t, r, lp in zip(texts, reasons, lps)]
     usage = Usage(prompt_chars=len(req.prompt), generated_chars=sum(len(t) for t in texts))
-    return jsonify(GenerateResponse(completions=comps, seed=seed, usage=usage).model_dump())
+    return jsonify(GenerateResponse(completions=comps, seed=seed, usage=usage).model_dump(exclude_none=True))
+
+
+def _char_features(logit_bias: dict[str, float], regex: str | None, params: SamplingParams):
+    """Logit bias by character and a regex -> (params with the bias, the Sequence's constraint);
+    422 naming the field when a character is unknown, everything is banned or the regex is bad."""
+    ctx = _ctx()
+    try:
+        bias = bias_ids(ctx.vocab, logit_bias)
+        check_bans(ctx.vocab, bias)
+        constraint = None if regex is None else regex_compiler(current_app).compile(regex, banned(bias))
+    except FeatureError as e:
+        raise APIError(422, "validation_error", f"invalid request field(s): {e.field}",
+                       [{"field": e.field, "message": e.message, "type": "value_error"}]) from None
+    return dataclasses.replace(params, logit_bias=bias), {"constraint": constraint}
 
 
 def _stream(seqs, events, deadline, seed, t0):
@@ -159,16 +179,22 @@ def _stream(seqs, events, deadline, seed, t0):
         return f"data: {obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)}\n\n"
 
     def body():
-        open_, first = set(range(len(seqs))), True
+        open_, first, lps = set(range(len(seqs))), True, {}
         try:
             for ev in _events(events, deadline):
                 out = []
                 for i, kind, value in _drain(events, ev):
+                    if kind == "logprobs":  # those of the text event that follows
+                        lps[i] = value
+                        continue
                     if kind == "text":
                         if first:
                             ctx.metrics.ttfc.observe(time.monotonic() - t0)
                             first = False
-                        out.append(sse({"index": i, "text": value}))
+                        chunk = {"index": i, "text": value}
+                        if i in lps:
+                            chunk["logprobs"] = char_logprobs(ctx.vocab, value, lps.pop(i))
+                        out.append(sse(chunk))
                         continue
                     for j in [i] if i is not None else sorted(open_):
                         if kind == "done":

@@ -54,6 +54,16 @@ def _check_len(v: str, info: ValidationInfo) -> str:
     return v
 
 
+def check_char_bias(v: dict[str, float]) -> dict[str, float]:
+    """logit_bias by character (/generate): single characters, biases in [-100, 100]."""
+    for ch, b in v.items():
+        if len(ch) != 1:
+            raise ValueError(f"keys must be single characters, not {ch[:20]!r}")
+        if not -100 <= b <= 100:
+            raise ValueError(f"the bias of {ch!r} must be in [-100, 100]")
+    return v
+
+
 class PredictRequest(Strict):
     text: str = Field("", description="the context; empty = the start of a text (read as a newline)")
     top_k: int = Field(5, ge=1, description="how many of the most likely next characters to return (at most max_top_k, see /info)")
@@ -96,8 +106,17 @@ class GenerateRequest(Strict):
     n: int = Field(1, ge=1, description="how many completions of the prompt; completion i uses seed + i")
     stream: bool = Field(False, description="answer as text/event-stream, text sent as it is generated")
     unknown_chars: Literal["error", "skip"] = Field("error", description="characters outside the vocabulary: 422, or drop them")
+    logprobs: int | None = Field(None, ge=0, le=20, description="per generated character: its log-probability under "
+                                 "the model (before temperature, penalties, bias or regex) and the k most likely "
+                                 "alternatives; null = off")
+    logit_bias: dict[str, float] = Field(default_factory=dict, description='added to a character\'s logit before '
+                                         'sampling, in [-100, 100]; -100 bans it. Example: {"a": -100, "\\n": 2.5}')
+    regex: str | None = Field(None, max_length=500, description="the completion must match this (Python) regex in "
+                              "full: only characters that keep a match reachable are sampled, and it finishes "
+                              "(\"stop\") once the text is a match nothing can extend. No anchors or backreferences")
 
     _prompt = field_validator("prompt")(_check_len)
+    _bias = field_validator("logit_bias")(check_char_bias)
 
     @field_validator("temperature")
     @classmethod
@@ -131,10 +150,23 @@ class GenerateRequest(Strict):
         return SamplingParams(self.temperature, self.top_k, self.top_p, self.repetition_penalty)
 
 
+class TopChar(BaseModel):
+    char: str
+    logprob: float
+
+
+class CharLogprob(BaseModel):
+    char: str
+    logprob: float = Field(description="natural log of its probability under the model")
+    top: list[TopChar] = Field(description="the k most likely characters at this position, most likely first")
+
+
 class Completion(BaseModel):
     text: str = Field(description="the generated text (without the prompt or a stop string)")
-    finish_reason: Literal["length", "stop"] = Field(description="length: max_new_chars reached; stop: a stop string was generated")
+    finish_reason: Literal["length", "stop"] = Field(description="length: max_new_chars reached; stop: a stop string "
+                                                     "was generated, or the regex is fully matched")
     generated_chars: int = Field(description="characters in text")
+    logprobs: list[CharLogprob] | None = Field(None, description="with \"logprobs\": k, one entry per character of text")
 
 
 class Usage(BaseModel):
