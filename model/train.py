@@ -1,61 +1,72 @@
 """Train a Char-RNN on a UTF-8 text file with truncated backprop-through-time.
 
     python -m model.train --data input.txt --out weights/NAME [options]
+    torchrun --standalone --nproc_per_node=N -m model.train --data input.txt --out weights/NAME [options]
 
 Writes the best-by-validation model to weights/NAME.safetensors + NAME.json (model card) and
 its loss curve to NAME.png; the training state (checkpoint.pt, metrics.jsonl) goes to
 runs/NAME/. Interrupt at any moment and rerun the same command with --resume: training
 continues from the latest checkpoint and ends with the same model as an uninterrupted run.
+
+Under torchrun every process trains one replica (DistributedDataParallel: gloo on CPU, NCCL on
+CUDA) on its contiguous share of the --batch-size streams, which stays the global batch: 1 or N
+processes follow the same schedule. Rank 0 alone writes files (model/distributed.py).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import shlex
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.checkpoint import (atomic_write_text, load_training_state, pick_device, save_training_state,
-                              save_weights, weights_prefix)
+from model import distributed
+from model.checkpoint import atomic_write_text, load_training_state, save_training_state, save_weights, weights_prefix
 from model.config import ModelConfig
 from model.data import StreamBatcher, load_corpus
 from model.evaluate import evaluate_ids, report
 from model.network import CharRNN, detach_state
 
 
+def _opt(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
-    data: str
-    out: str
-    run_dir: str | None = None   # default: runs/<NAME>
-    embed: int = 128
-    hidden: int = 512
-    layers: int = 2
-    dropout: float = 0.25
-    weight_drop: float = 0.0     # DropConnect on the LSTM's hidden-to-hidden weights
-    reset_prob: float = 0.0      # chance per stream and window of restarting from the start state
-    batch_size: int = 64
-    seq_len: int = 128
-    lr: float = 2e-3
-    min_lr: float = 1e-4         # cosine decay ends here at max_steps
-    warmup: int = 100            # linear warm-up steps
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    max_steps: int = 2000        # defines the whole LR schedule
-    max_minutes: float | None = None  # stop (with a checkpoint) after this long; --resume continues
-    eval_every: int = 100
-    seed: int = 1337
-    device: str = "auto"
-    threads: int | None = None
-    resume: bool = False
+    data: str = _opt(None, "UTF-8 text file; the first 90%% of its characters train, the last 10%% validate")
+    out: str = _opt(None, "weights prefix: writes OUT.safetensors, OUT.json (model card), OUT.png (loss curve)")
+    run_dir: str | None = _opt(None, "checkpoint.pt and metrics.jsonl go here (default: runs/<name of --out>)")
+    embed: int = _opt(128, "character embedding width")
+    hidden: int = _opt(512, "LSTM width (hidden and cell state) per layer")
+    layers: int = _opt(2, "stacked LSTM layers")
+    dropout: float = _opt(0.25, "dropout between LSTM layers and on the LSTM output")
+    weight_drop: float = _opt(0.0, "DropConnect on the LSTM's hidden-to-hidden weights (AWD-LSTM), one mask per window")
+    reset_prob: float = _opt(0.0, "chance per stream and window of restarting from the learned start state, "
+                                  "so prompts with nothing before them read well")
+    batch_size: int = _opt(64, "streams per step, GLOBAL: under torchrun each process takes a contiguous share")
+    seq_len: int = _opt(128, "characters per window (truncated-BPTT length)")
+    lr: float = _opt(2e-3, "peak learning rate (AdamW)")
+    min_lr: float = _opt(1e-4, "learning rate at --max-steps, the end of the cosine decay")
+    warmup: int = _opt(100, "linear warm-up steps")
+    weight_decay: float = _opt(0.01, "AdamW weight decay on the matrices (not biases, embedding, start state)")
+    grad_clip: float = _opt(1.0, "clip the global gradient norm to this")
+    max_steps: int = _opt(2000, "optimiser steps; defines the whole learning-rate schedule")
+    max_minutes: float | None = _opt(None, "stop (with a checkpoint) after this many minutes; --resume continues")
+    eval_every: int = _opt(100, "validate (whole split), log, keep the best weights and checkpoint every N steps")
+    seed: int = _opt(1337, "seed of the initial weights, the epochs' offsets, fresh starts and dropout")
+    device: str = _opt("auto", "auto = CUDA when available; under torchrun each process uses cuda:LOCAL_RANK")
+    threads: int | None = _opt(None, "torch CPU threads per process (default: torch's; torchrun sets 1 per process)")
+    resume: bool = _opt(False, "continue from the run's latest checkpoint (also under torchrun, any process count)")
 
 
 def lr_at(step: int, c: TrainConfig) -> float:
@@ -78,164 +89,263 @@ def make_optimizer(model: CharRNN, c: TrainConfig) -> torch.optim.Optimizer:
 
 
 class StopFlag:
-    """SIGINT/SIGTERM ask the loop to stop at the next step boundary (then it checkpoints)."""
+    """SIGINT/SIGTERM ask the loop to stop at the next step boundary (then it checkpoints).
 
-    def __init__(self):
-        self.set = False
+    Alone, a second Ctrl-C leaves at once. Under torchrun it does not: the launcher forwards the
+    terminal's signal to every worker a moment after the terminal did, and kills them itself
+    if they outstay its grace period."""
+
+    def __init__(self, escalate: bool = True):
+        self.set, self.escalate = False, escalate
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
-        if self.set:  # second Ctrl-C: leave now; the last checkpoint is intact (atomic writes)
+        if self.set and self.escalate:  # the last checkpoint is intact (atomic writes)
             raise KeyboardInterrupt
         self.set = True
 
 
+@dataclass
+class Progress:
+    """What the loop advances and a checkpoint restores (besides model, optimiser and data)."""
+    step: int = 0
+    best: dict | None = None
+    wall_before: float = 0.0      # seconds spent in earlier (resumed) sessions
+    resumed: int = 0
+    history: list = field(default_factory=list)
+    t0: float = field(default_factory=time.time)
+
+    def wall(self) -> float:
+        return self.wall_before + time.time() - self.t0
+
+
+# --- phases -------------------------------------------------------------------------------------
+def restore(ck: dict, model, opt, batcher, cfg, corpus, c: TrainConfig, d, rows) -> tuple[Progress, tuple | None]:
+    """Load a checkpoint (the same one on every rank). The LSTM state and model are global, so a
+    checkpoint written by any number of processes resumes under any other."""
+    if ck["model_config"] != cfg.to_dict() or ck["data_sha256"] != corpus.sha256:
+        raise SystemExit("the checkpoint belongs to another model or corpus; not resuming")
+    if (ck["train_config"]["batch_size"], ck["train_config"]["seq_len"]) != (c.batch_size, c.seq_len):
+        raise SystemExit("the checkpoint was trained with another --batch-size/--seq-len; not resuming")
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    batcher.load_state_dict(ck["batcher"])
+    run = Progress(step=ck["step"], best=ck["best"], wall_before=ck["wall_time"], resumed=ck["resumed"] + 1)
+    state = tuple(s[:, rows[0]:rows[1]].to(d.device) for s in ck["lstm_state"]) if ck["lstm_state"] else None
+    # RNG states (dropout masks): each rank's own when the world size is unchanged; otherwise rank
+    # 0 continues the single stream and the others draw fresh ones from (seed, rank, step).
+    same_world = len(ck.get("rng_cpu_ranks") or [ck["rng_cpu"]]) == d.world
+    if same_world or d.main:
+        torch.set_rng_state((ck.get("rng_cpu_ranks") or [ck["rng_cpu"]])[d.rank] if same_world else ck["rng_cpu"])
+        cuda_states = ck.get("rng_cuda_ranks") or [ck.get("rng_cuda")]
+        if d.device.type == "cuda" and cuda_states[0] is not None:
+            torch.cuda.set_rng_state(cuda_states[d.rank] if same_world else cuda_states[0])
+    else:
+        torch.manual_seed(c.seed + d.rank + 1_000_003 * run.step)
+    return run, state
+
+
+def save_checkpoint(path: Path, d, model, opt, batcher, run: Progress, state, rows, cfg, corpus,
+                    c: TrainConfig) -> None:
+    """Collective (every rank calls it): gathers the streams' states and RNG states; rank 0 writes."""
+    lstm = [distributed.gather_rows(d, s.detach(), *rows, c.batch_size).cpu() for s in state] if state else None
+    rng = distributed.gather_bytes(d, torch.get_rng_state())
+    rng_cuda = distributed.gather_bytes(d, torch.cuda.get_rng_state()) if d.device.type == "cuda" else None
+    if not d.main:
+        return
+    save_training_state(path, {
+        "model": model.state_dict(), "optimizer": opt.state_dict(), "batcher": batcher.state_dict(),
+        "step": run.step, "best": run.best, "wall_time": run.wall(), "resumed": run.resumed,
+        "lstm_state": lstm, "rng_cpu": rng[0], "rng_cuda": rng_cuda[0] if rng_cuda else None,
+        "rng_cpu_ranks": rng, "rng_cuda_ranks": rng_cuda, "world_size": d.world, "backend": d.backend,
+        "model_config": cfg.to_dict(), "data_sha256": corpus.sha256, "train_config": asdict(c)})
+
+
+def model_card(c: TrainConfig, d, corpus, run: Progress, val: dict, command: str) -> dict:
+    n_train = corpus.n_train
+    return {"training": {
+        "data": Path(c.data).name, "data_chars": len(corpus.ids), "data_bytes": corpus.path.stat().st_size,
+        "data_sha256": corpus.sha256,
+        "split": {"train": "first 90% of characters", "val": "last 10% of characters",
+                  "train_chars": n_train, "val_chars": len(corpus.ids) - n_train},
+        "step": run.step, "max_steps": c.max_steps, "chars_seen": run.step * c.batch_size * c.seq_len,
+        "best_val_loss": val["loss"], "best_val_bpc": val["bpc"], "wall_time_s": round(run.wall(), 1),
+        "device": str(d.device), "device_name": torch.cuda.get_device_name() if d.device.type == "cuda" else "cpu",
+        "world_size": d.world, "backend": d.backend, "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "command": command, "resumed": run.resumed, "config": asdict(c)}}
+
+
+def next_batch(batcher, model: CharRNN, state, c: TrainConfig, step: int, rows, device):
+    """This rank's rows of the next window, and the state they start from."""
+    lo, hi = rows
+    xb, yb, fresh = batcher.next()  # (B, T) global: cheap to cut, and the layout stays the one of 1 process
+    x, y = torch.from_numpy(xb[lo:hi]).to(device), torch.from_numpy(yb[lo:hi]).to(device)
+    if fresh or state is None:  # a new epoch re-lays the streams: start from the start state
+        state = model.init_hidden(hi - lo, device)
+    elif c.reset_prob:
+        # Fresh starts: some streams forget their past and read this window from the start
+        # state, as a prompt with nothing before it is read; h0/c0 learn from these rows.
+        # Drawn over the global batch from (seed, step): any process count, and a resumed run,
+        # restart the same streams.
+        restart = np.random.default_rng([c.seed, step]).random(c.batch_size) < c.reset_prob
+        state = model.restart_rows(state, torch.from_numpy(restart[lo:hi]).to(device))
+    return x, y, state
+
+
+def train_step(net, opt, x, y, state, weight: float, c: TrainConfig, amp):
+    """One optimiser step on this rank's rows -> (their mean loss, the carried state).
+
+    DDP averages gradients over ranks; weight = rows x world / batch makes that average the
+    gradient of the global mean when shares are unequal (it is exactly 1 when they are equal)."""
+    with amp:
+        logits, state = net(x, state)  # logits: (b, T, V), b = this rank's rows
+        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+    opt.zero_grad(set_to_none=True)
+    (loss * weight if weight != 1.0 else loss).backward()
+    # LSTM gradients can spike on an unusual window; clipping the global norm keeps one
+    # such step from throwing the weights far off (the classic exploding-gradient guard).
+    torch.nn.utils.clip_grad_norm_(net.parameters(), c.grad_clip)
+    opt.step()
+    return loss.item(), detach_state(state)  # keep the values, cut the graph: truncated BPTT
+
+
+def validate_and_log(model, val_ids, d, run: Progress, c, out: Path, metrics_path: Path, corpus,
+                     meter: dict, command: str, bar) -> None:
+    """Rank 0: loss on the whole validation split, a metrics line, the best weights so far."""
+    val = report(*evaluate_ids(model, val_ids, d.device))
+    now = time.time()
+    rec = {"step": run.step, "chars": run.step * c.batch_size * c.seq_len, "lr": lr_at(run.step - 1, c),
+           "train_loss": meter["loss"] / meter["n"], "val_loss": val["loss"], "val_bpc": val["bpc"],
+           "chars_per_s": meter["n"] * c.batch_size * c.seq_len / (now - meter["t"]),
+           "wall_time_s": round(run.wall(), 1)}
+    run.history.append(rec)
+    with open(metrics_path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    if run.best is None or val["loss"] < run.best["loss"]:
+        run.best = {**val, "step": run.step}
+        save_weights(model, corpus.vocab, out, model_card(c, d, corpus, run, val, command))
+    bar.set_postfix(train=f"{rec['train_loss']:.3f}", val=f"{val['loss']:.3f}",
+                    best=f"{run.best['loss']:.3f}", cps=f"{rec['chars_per_s']:.0f}")
+
+
 def train(c: TrainConfig, command: str = "") -> dict:
+    # -- setup: process group, seeds, data, model ---------------------------------------------
+    d = distributed.setup(c.device)
     if c.threads:
         torch.set_num_threads(c.threads)
-    device = pick_device(c.device)
-    torch.manual_seed(c.seed)
+    torch.manual_seed(c.seed)  # the same initial weights on every rank
     out = weights_prefix(c.out)
     run_dir = Path(c.run_dir or Path("runs") / out.name)
-    run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, metrics_path = run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
-
     corpus = load_corpus(c.data)
     train_ids, val_ids = corpus.split("train"), corpus.split("val")
     cfg = ModelConfig(len(corpus.vocab), c.embed, c.hidden, c.layers, c.dropout, c.weight_drop)
-    model = CharRNN(cfg).to(device)
+    model = CharRNN(cfg).to(d.device)
+    if d.rank:  # rank 0 keeps the single-process random stream; the others draw their own dropout masks
+        torch.manual_seed(c.seed + d.rank)
     opt = make_optimizer(model, c)
     batcher = StreamBatcher(train_ids, c.batch_size, c.seq_len, c.seed)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    rows = distributed.share(c.batch_size, d.rank, d.world)
+    weight = (rows[1] - rows[0]) * d.world / c.batch_size
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if d.device.type == "cuda" else torch.autocast("cpu", enabled=False)
 
-    step, best, state, wall_before, history, resumed = 0, None, None, 0.0, [], 0
-    if c.resume and ckpt_path.exists():
-        ck = load_training_state(ckpt_path)
-        if ck["model_config"] != cfg.to_dict() or ck["data_sha256"] != corpus.sha256:
-            raise SystemExit(f"{ckpt_path} belongs to another model or corpus; not resuming")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        batcher.load_state_dict(ck["batcher"])
-        step, best, wall_before, resumed = ck["step"], ck["best"], ck["wall_time"], ck["resumed"] + 1
-        state = tuple(s.to(device) for s in ck["lstm_state"]) if ck["lstm_state"] else None
-        torch.set_rng_state(ck["rng_cpu"])
-        if device.type == "cuda" and ck.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(ck["rng_cuda"])
-        if metrics_path.exists():  # drop log lines written after the checkpoint we resume from
-            history = [json.loads(l) for l in metrics_path.read_text().splitlines() if l.strip()]
-            history = [h for h in history if h["step"] <= step]
-        print(f"resuming from {ckpt_path} at step {step}/{c.max_steps}", file=sys.stderr)
-    atomic_write_text(metrics_path, "".join(json.dumps(h) + "\n" for h in history))
+    # -- resume: rank 0 reads the checkpoint, every rank restores it --------------------------
+    run, state = Progress(), None
+    ck = load_training_state(ckpt_path) if c.resume and d.main and ckpt_path.exists() else None
+    ck = distributed.broadcast(d, ck) if c.resume else None
+    if ck is not None:
+        run, state = restore(ck, model, opt, batcher, cfg, corpus, c, d, rows)
+        if d.main:
+            print(f"resuming from {ckpt_path} at step {run.step}/{c.max_steps}", file=sys.stderr)
+            if metrics_path.exists():  # drop log lines written after the checkpoint we resume from
+                lines = [json.loads(l) for l in metrics_path.read_text().splitlines() if l.strip()]
+                run.history = [h for h in lines if h["step"] <= run.step]
+    if d.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(metrics_path, "".join(json.dumps(h) + "\n" for h in run.history))
+    # Without --reset-prob the start state (h0, c0) joins the graph only on an epoch's first
+    # window (the same window on every rank): DDP must look for unused parameters, and then
+    # leaves their grads None, as one process does. With it, h0/c0 are in every step's graph.
+    net = torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[d.device.index] if d.device.type == "cuda" else None,
+        find_unused_parameters=not c.reset_prob) if d.on else model
 
-    def checkpoint():
-        save_training_state(ckpt_path, {
-            "model": model.state_dict(), "optimizer": opt.state_dict(), "batcher": batcher.state_dict(),
-            "step": step, "best": best, "wall_time": wall_before + time.time() - t0, "resumed": resumed,
-            "lstm_state": [s.cpu() for s in state] if state is not None else None,
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
-            "model_config": cfg.to_dict(), "data_sha256": corpus.sha256, "train_config": asdict(c)})
-
-    def card(val: dict) -> dict:
-        return {"training": {
-            "data": Path(c.data).name, "data_chars": len(corpus.ids), "data_bytes": corpus.path.stat().st_size,
-            "data_sha256": corpus.sha256,
-            "split": {"train": "first 90% of characters", "val": "last 10% of characters",
-                      "train_chars": len(train_ids), "val_chars": len(val_ids)},
-            "step": step, "max_steps": c.max_steps, "chars_seen": step * c.batch_size * c.seq_len,
-            "best_val_loss": val["loss"], "best_val_bpc": val["bpc"],
-            "wall_time_s": round(wall_before + time.time() - t0, 1), "device": str(device),
-            "device_name": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-            "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "command": command, "resumed": resumed, "config": asdict(c)}}
-
+    # -- the loop -------------------------------------------------------------------------------
     from tqdm import tqdm
-    stop, t0, t_last, loss_acc, n_acc = StopFlag(), time.time(), time.time(), 0.0, 0
-    bar = tqdm(total=c.max_steps, initial=step, dynamic_ncols=True, mininterval=2.0)
+    stop = StopFlag(escalate=not d.on)
+    meter = {"loss": 0.0, "n": 0, "t": time.time()}
+    bar = tqdm(total=c.max_steps, initial=run.step, dynamic_ncols=True, mininterval=2.0, disable=not d.main)
     model.train()
-    while step < c.max_steps:
-        if stop.set or (c.max_minutes and time.time() - t0 > 60 * c.max_minutes):
-            break
+    while run.step < c.max_steps:
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, c)
-        xb, yb, fresh = batcher.next()
-        x, y = torch.from_numpy(xb).to(device), torch.from_numpy(yb).to(device)
-        if fresh or state is None:  # a new epoch re-lays the streams: start from the start state
-            state = model.init_hidden(c.batch_size, device)
-        elif c.reset_prob:
-            # Fresh starts: some streams forget their past and read this window from the start
-            # state, as a prompt with nothing before it is read; h0/c0 learn from these rows.
-            # Drawn from (seed, step) so a resumed run draws the same rows.
-            rows = np.random.default_rng([c.seed, step]).random(c.batch_size) < c.reset_prob
-            state = model.restart_rows(state, torch.from_numpy(rows).to(device))
-        with amp:
-            logits, state = model(x, state)  # logits: (B, T, V)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        # LSTM gradients can spike on an unusual window; clipping the global norm keeps one
-        # such step from throwing the weights far off (the classic exploding-gradient guard).
-        torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
-        opt.step()
-        state = detach_state(state)  # keep the values, cut the graph: truncated BPTT
-        step += 1
-        loss_acc, n_acc = loss_acc + loss.item(), n_acc + 1
+            g["lr"] = lr_at(run.step, c)
+        x, y, state = next_batch(batcher, model, state, c, run.step, rows, d.device)
+        loss, state = train_step(net, opt, x, y, state, weight, c, amp)
+        run.step += 1
+        # One small all-reduce per step: the global mean loss, and whether any rank must stop
+        # (a signal or --max-minutes), so all ranks leave the loop at the same step.
+        local_stop = stop.set or bool(c.max_minutes and time.time() - run.t0 > 60 * c.max_minutes)
+        loss, stops = distributed.all_sum(d, [loss * (rows[1] - rows[0]) / c.batch_size, float(local_stop)])
+        meter["loss"], meter["n"] = meter["loss"] + loss, meter["n"] + 1
         bar.update(1)
-        if step % c.eval_every == 0 or step == c.max_steps:
-            val = report(*evaluate_ids(model, val_ids, device))
-            now = time.time()
-            rec = {"step": step, "chars": step * c.batch_size * c.seq_len, "lr": lr_at(step - 1, c),
-                   "train_loss": loss_acc / n_acc, "val_loss": val["loss"], "val_bpc": val["bpc"],
-                   "chars_per_s": n_acc * c.batch_size * c.seq_len / (now - t_last),
-                   "wall_time_s": round(wall_before + now - t0, 1)}
-            history.append(rec)
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(rec) + "\n")
-            if best is None or val["loss"] < best["loss"]:
-                best = {**val, "step": step}
-                save_weights(model, corpus.vocab, out, card(val))
-            bar.set_postfix(train=f"{rec['train_loss']:.3f}", val=f"{val['loss']:.3f}",
-                            best=f"{best['loss']:.3f}", cps=f"{rec['chars_per_s']:.0f}")
-            checkpoint()
-            loss_acc, n_acc, t_last = 0.0, 0, time.time()
+        if run.step % c.eval_every == 0 or run.step == c.max_steps:
+            if d.main:
+                validate_and_log(model, val_ids, d, run, c, out, metrics_path, corpus, meter, command, bar)
+            save_checkpoint(ckpt_path, d, model, opt, batcher, run, state, rows, cfg, corpus, c)
+            meter = {"loss": 0.0, "n": 0, "t": time.time()}
+        if stops:
+            break
+
+    # -- finish ---------------------------------------------------------------------------------
     bar.close()
-    if step < c.max_steps:
-        checkpoint()
-        print(f"stopped at step {step}/{c.max_steps}; rerun with --resume to continue", file=sys.stderr)
-    if history:
+    if run.step < c.max_steps:
+        if run.step % c.eval_every:  # (an evaluation step has just checkpointed)
+            save_checkpoint(ckpt_path, d, model, opt, batcher, run, state, rows, cfg, corpus, c)
+        if d.main:
+            print(f"stopped at step {run.step}/{c.max_steps}; rerun with --resume to continue", file=sys.stderr)
+    if d.main and run.history:
         try:
             from model.plot import plot_history
-            plot_history(history, out.with_suffix(".png"), title=f"{out.name}: {cfg.layers}x{cfg.hidden} LSTM")
+            plot_history(run.history, out.with_suffix(".png"), title=f"{out.name}: {cfg.layers}x{cfg.hidden} LSTM")
         except ImportError:  # matplotlib is the optional [train] extra
             print("matplotlib not installed: no loss-curve PNG (pip install '.[train]')", file=sys.stderr)
-    if best:
-        print(f"best val loss {best['loss']:.4f} nats/char ({best['bpc']:.4f} bpc) at step {best['step']} -> {out}.safetensors")
-    return {"step": step, "best": best, "history": history}
+    if d.main and run.best:
+        print(f"best val loss {run.best['loss']:.4f} nats/char ({run.best['bpc']:.4f} bpc) at step "
+              f"{run.best['step']} -> {out}.safetensors")
+    distributed.teardown(d)
+    return {"step": run.step, "best": run.best, "history": run.history, "world_size": d.world}
 
 
 def parse_args(argv=None) -> TrainConfig:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name, default in TrainConfig.__dataclass_fields__.items():
-        flag = "--" + name.replace("_", "-")
+    for name, f in TrainConfig.__dataclass_fields__.items():
+        flag, help = "--" + name.replace("_", "-"), f.metadata["help"]
         if name in ("data", "out"):
-            ap.add_argument(flag, required=True)
+            ap.add_argument(flag, required=True, help=help)
         elif name == "resume":
-            ap.add_argument(flag, action="store_true", help="continue from the run's latest checkpoint")
+            ap.add_argument(flag, action="store_true", help=help)
         elif name == "device":
-            ap.add_argument(flag, default="auto", choices=["auto", "cpu", "cuda"])
+            ap.add_argument(flag, default="auto", choices=["auto", "cpu", "cuda"], help=help)
         else:
-            d = default.default
-            typ = {int: int, float: float}.get(type(d), str if name == "run_dir" else float if name == "max_minutes" else int)
-            ap.add_argument(flag, type=typ, default=d, help=f"default: {d}")
+            typ = {"run_dir": str, "max_minutes": float, "threads": int}.get(name) or type(f.default)
+            ap.add_argument(flag, type=typ, default=f.default, help=f"{help} (default: {f.default})")
     return TrainConfig(**vars(ap.parse_args(argv)))
+
+
+def launch_command(argv: list[str]) -> str:
+    """The command line to record in the card (without --resume): torchrun's when launched by it."""
+    args = [a for a in argv if a != "--resume"]
+    if not distributed.launched_by_torchrun():
+        return shlex.join(["python", "-m", "model.train", *args])
+    world, local = int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"]))
+    return shlex.join(["torchrun", f"--nnodes={world // max(1, local)}", f"--nproc_per_node={local}",
+                       "-m", "model.train", *args])
 
 
 def main(argv=None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
-    c = parse_args(argv)
-    command = shlex.join(["python", "-m", "model.train", *[a for a in argv if a != "--resume"]])
-    return train(c, command)
+    return train(parse_args(argv), launch_command(argv))
 
 
 if __name__ == "__main__":
