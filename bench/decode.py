@@ -62,25 +62,106 @@ def interleaved(fns: dict, rounds: int) -> dict:
     return {k: sorted(v)[len(v) // 2] for k, v in samples.items()}
 
 
+SHAKESPEARE_CHARS = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def cpu_per_call(fn, calls: int = 200) -> float:
+    """CPU seconds of this thread per call: on a shared machine, time spent preempted is not
+    counted (the ops here are too small for torch to hand to other threads)."""
+    for _ in range(5):
+        fn()
+    t0 = time.thread_time()
+    for _ in range(calls):
+        fn()
+    return (time.thread_time() - t0) / calls
+
+
+def feature_costs(model, vocab, batches: list[int], rounds: int) -> list[dict]:
+    """Host-side sampling time per decode step (the engine's own Engine._sample, plus the regex
+    state advance its push does) with one row, or every row, using a per-row feature, against
+    the same batch with none: what a constrained (or scored, or biased) row costs the others.
+    Each figure is the best of `rounds` interleaved rounds of this thread's CPU time per call."""
+    import math
+    import queue
+
+    from model.constraints import RegexConstraint
+    from model.sampling import SamplingParams
+    from service.engine import Engine
+
+    engine = Engine(model, vocab)  # not started: only its sampling is timed
+    regex = RegexConstraint.compile(r"[A-Z][a-z]+ (of|the) [A-Z][a-z]+\.", vocab.chars)
+    e = vocab.chars.index("e") if "e" in vocab.chars else 0
+    variants = {  # name -> (rows using it: "one" | "all", Sequence features, extra SamplingParams)
+        "none": ("one", {}, {}),
+        "regex, 1 row": ("one", {"constraint": regex}, {}),
+        "regex, all rows": ("all", {"constraint": regex}, {}),
+        "logprobs 5, 1 row": ("one", {"logprobs": 5}, {}),
+        "bias+penalties, 1 row": ("one", {}, {"logit_bias": ((e, -100.0),), "presence_penalty": 0.5,
+                                              "frequency_penalty": 0.5}),
+    }
+    out = []
+    for B in batches:
+        raw = torch.randn(B, len(vocab)) * 3
+        fns = {}
+        for name, (rows, feats, extra) in variants.items():
+            batch = [engine.new_sequence([1, 2, 3], SamplingParams(temperature=0.8, **(extra if rows == "all" or i == 0 else {})),
+                                         i, 10**9, [], math.inf, queue.Queue(), i, False,
+                                         **(feats if rows == "all" or i == 0 else {})) for i in range(B)]
+            t = engine._batch_params(batch)
+
+            def step(batch=batch, t=t):
+                nxt, _ = engine._sample(batch, t, raw)
+                for s, i in zip(batch, nxt.tolist()):
+                    if s.constraint is not None:  # what push does; back to the start after a match
+                        s.fsm = s.constraint.next[s.fsm][i]
+                        if s.constraint.closed[s.fsm]:
+                            s.fsm = 0
+                    if s.counts is not None:
+                        s.counts[i] += 1
+            fns[name] = lambda f=step: cpu_per_call(f)
+        # The best of interleaved rounds: these are tens of µs, and other processes only ever add.
+        samples = {k: [] for k in fns}
+        for _ in range(rounds):
+            for k, fn in fns.items():
+                samples[k].append(fn())
+        out.append({"batch": B, **{k + "_us": min(v) * 1e6 for k, v in samples.items()}})
+    return out
+
+
 def main():
     from model.checkpoint import load_weights
     from model.config import ModelConfig
     from model.fused import fp16_available
     from model.network import CharRNN
+    from model.vocab import Vocab
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--weights", default=None, help="default: a random 2x512 model (same shape as shipped)")
     ap.add_argument("--batches", default="1,8,64,128")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds per batch size (median taken)")
+    ap.add_argument("--features-only", action="store_true", help="only the per-row sampling features' cost")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     if args.weights:
-        model = load_weights(args.weights)[0]
+        model, vocab = load_weights(args.weights)[:2]
     else:
-        model = CharRNN(ModelConfig(65, 128, 512, 2)).eval()
+        model, vocab = CharRNN(ModelConfig(65, 128, 512, 2)).eval(), Vocab(list(SHAKESPEARE_CHARS))
+    batches = [int(b) for b in args.batches.split(",")]
+    features = feature_costs(model, vocab, batches, args.rounds)
+    print("sampling per decode step (host side, Engine._sample), CPU µs; + = over the same batch without features:")
+    names = [k[:-3] for k in features[0] if k.endswith("_us")]
+    print(f"{'batch':>5} " + " ".join(f"{n:>22}" for n in names))
+    for r in features:
+        base = r["none_us"]
+        print(f"{r['batch']:>5} " + " ".join(
+            f"{r[n + '_us']:>22.0f}" if n == "none" else f"{r[n + '_us']:>10.0f} ({r[n + '_us'] - base:+5.0f})"
+            + " " * 4 for n in names))
+    if args.features_only:
+        print(json.dumps({"threads": torch.get_num_threads(), "features": features}))
+        return
     cfg = model.cfg
     precisions = ["fp32"] + (["fp16"] if fp16_available() else [])
     steps = {p: model.set_precision(p).fused_step() for p in precisions}
@@ -90,7 +171,7 @@ def main():
     lstm_head = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("embed"))
 
     rows = []
-    for B in [int(b) for b in args.batches.split(",")]:
+    for B in batches:
         x = torch.randint(0, cfg.vocab_size, (B, 1))
         state = model.init_hidden(B)
 
@@ -148,7 +229,7 @@ def main():
         print(f"  batch {r['batch']}, {r['chars']:>3} chars: fp32 oneDNN {r['onednn_ms']:6.1f} ms, "
               f"native {r['native_ms']:6.1f} ms" + (f", fp16 {r['fp16_ms']:6.1f} ms" if "fp16_ms" in r else ""))
     print(json.dumps({"threads": torch.get_num_threads(), "step_weight_bytes_fp32": step_bytes,
-                      "rows": rows, "prefill": prefill}))
+                      "rows": rows, "prefill": prefill, "features": features}))
 
 
 if __name__ == "__main__":

@@ -373,16 +373,13 @@ class Engine:
         t["logprob_k"] = max((batch[i].logprobs for i in scored), default=0)
         return t
 
-    def _decode_step(self):
-        batch = self._batch
-        if self._params is None:
-            self._params = self._batch_params(batch)
-        t = self._params
+    def _sample(self, batch: list[Sequence], t: dict, raw: torch.Tensor) -> tuple[torch.Tensor, list]:
+        """raw logits (B, V) on the CPU -> next ids (B,) and each row's logprob entry (None when off).
+        Per-step features cost in proportion to the rows that use them (bench/decode.py)."""
         recent = counts = allowed = None
         if t["any_penalty"]:
             w = max(len(s.recent) for s in batch)
             recent = torch.tensor([s.recent + [-1] * (w - len(s.recent)) for s in batch], dtype=torch.long)
-        # Per-step features cost in proportion to the rows that use them (bench/decode.py).
         if t["count_rows"] is not None:
             counts = torch.zeros(len(batch), len(self.vocab)).index_copy_(
                 0, t["count_rows"], torch.stack([batch[i].counts for i in t["count_rows"].tolist()]))
@@ -390,15 +387,22 @@ class Engine:
             allowed = t["allowed"]  # rows without a regex stay all True
             for i in t["constrained"]:
                 allowed[i] = batch[i].constraint.allowed[batch[i].fsm]
-        raw = self._logits.float().cpu()
         nxt = sample_batch(raw, t, [s.rng for s in batch], recent, counts, allowed)
-        ids, lps = nxt.tolist(), [None] * len(batch)
+        lps = [None] * len(batch)
         if t["logprob_rows"] is not None:  # the model's own distribution: before any transform
             rows = t["logprob_rows"]
             chosen, vals, top = token_logprobs(raw[rows], nxt[rows], t["logprob_k"])
             for r, c, tv, ti in zip(rows.tolist(), chosen.tolist(), vals.tolist(), top.tolist()):
                 k = batch[r].logprobs
                 lps[r] = (c, list(zip(ti[:k], tv[:k])))
+        return nxt, lps
+
+    def _decode_step(self):
+        batch = self._batch
+        if self._params is None:
+            self._params = self._batch_params(batch)
+        nxt, lps = self._sample(batch, self._params, self._logits.float().cpu())
+        ids = nxt.tolist()
         for s, i, lp in zip(batch, ids, lps):
             try:
                 s.push(self.vocab.chars[i], i, lp)
