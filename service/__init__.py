@@ -32,7 +32,7 @@ class AppContext:
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    from service import api, errors, openai_api, openapi
+    from service import api, auth, errors, openai_api, openapi, openapi_limits
 
     settings = settings or Settings.from_env()
     device = pick_device(settings.device)
@@ -63,7 +63,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.ensure_ascii = False  # characters as themselves in JSON answers
     app.json.sort_keys = False
-    app.extensions["charrnn"] = AppContext(settings, model, vocab, card, device, engine, metrics, openapi.build_spec())
+    keys = auth.register(app, settings)  # first of the before_request hooks: nothing runs for a wrong key
+    spec = openapi_limits.complete(openapi.build_spec(), settings, vocab, auth=keys)
+    app.extensions["charrnn"] = AppContext(settings, model, vocab, card, device, engine, metrics, spec)
     app.register_blueprint(api.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(openai_api.bp)  # /v1/*: OpenAI-compatible, OpenAI-shaped errors

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 ENV_PREFIX = "CHARRNN_"
 
@@ -35,6 +35,11 @@ class Settings(BaseModel):
     stream_interval_ms: float = Field(
         20.0, ge=0, le=1000, description="streams: least time between text events after the first; 0 = every character")
     prefix_cache: int = Field(1024, ge=0, description="LSTM states kept for repeated/extended prompts; 0 = off")
+    # Who may call (service/auth.py). SecretStr: a key never shows in a repr, a log line or /info.
+    api_key: SecretStr = Field(SecretStr(""), description="API key(s), comma-separated; when set, every endpoint "
+                               "but /health and /ready needs `Authorization: Bearer <key>`; empty = open")
+    api_key_file: str = Field("", description="file with API key(s), comma- or line-separated (container secrets)")
+    metrics_public: bool = Field(False, description="/metrics answers without a key even when keys are set")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "Settings":
@@ -44,4 +49,5 @@ class Settings(BaseModel):
         return cls.model_validate({**values, **overrides})
 
     def limits(self) -> dict:
-        return self.model_dump(exclude={"weights", "device", "precision", "torch_threads"})
+        return self.model_dump(exclude={"weights", "device", "precision", "torch_threads", "api_key", "api_key_file",
+                                        "metrics_public"})
