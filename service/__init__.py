@@ -31,6 +31,13 @@ class AppContext:
     spec: dict
 
 
+def context_window(settings: Settings, card: dict) -> int:
+    """CHARRNN_MAX_CONTEXT, else the window bench/context.py measured for these weights, else 0 (all)."""
+    if settings.max_context is not None:
+        return settings.max_context
+    return int(card.get("inference", {}).get("max_context", 0))
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     from service import api, auth, errors, openai_api, openapi, openapi_limits
 
@@ -53,9 +60,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     finally:
         torch.set_num_threads(before)
     metrics = Metrics()
-    engine = Engine(model, vocab, settings.max_batch, settings.max_queue, settings.prefill_chunk, metrics,
-                    settings.prefix_cache, on_idle=IdleTrimmer(),
-                    stream_interval=settings.stream_interval_ms / 1000, threads=threads).start()
+    engine = Engine(model, vocab, max_batch=settings.max_batch, max_queue=settings.max_queue,
+                    prefill_chunk=settings.prefill_chunk, metrics=metrics, prefix_cache=settings.prefix_cache,
+                    on_idle=IdleTrimmer(), stream_interval=settings.stream_interval_ms / 1000, threads=threads,
+                    max_context=context_window(settings, card)).start()
     log.info("loaded %s (%d params) on %s, inference in %s, in %.2fs", settings.weights, model.num_params(),
              device, model.precision, time.time() - t0)
 

@@ -243,7 +243,7 @@ def info():
                   "chars_seen": training.get("chars_seen")},
         "device": str(ctx.device), "precision": m.precision, "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
-        "limits": ctx.settings.limits()})
+        "limits": {**ctx.settings.limits(), "max_context": ctx.engine.max_context}})
 
 
 @bp.get("/metrics")

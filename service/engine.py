@@ -129,11 +129,12 @@ class Sequence:
 class Engine:
     def __init__(self, model: CharRNN, vocab: Vocab, max_batch: int = 64, max_queue: int = 256,
                  prefill_chunk: int = 256, metrics=None, prefix_cache: int = 1024, on_idle=None,
-                 stream_interval: float = 0.0, threads: int = 0):
+                 stream_interval: float = 0.0, threads: int = 0, max_context: int = 0):
         self.model, self.vocab, self.metrics = model, vocab, metrics
         self.threads = threads  # torch threads of the engine thread (0: leave as is)
         self.stream_interval = stream_interval
         self.max_batch, self.max_queue, self.prefill_chunk = max_batch, max_queue, prefill_chunk
+        self.max_context = max_context  # a context read afresh is read from its last N ids (0: all)
         self.device = model.head.weight.device
         self.cache = PrefixCache(prefix_cache) if prefix_cache else None
         self.on_idle = on_idle  # called (engine thread) when the last sequence is done
@@ -309,11 +310,17 @@ class Engine:
                 s.context = s.ids
                 # (echo scoring reads every character itself: no cache for it)
                 hit = self.cache.get(s.ids) if self.cache and s.ids and s.score_prompt is None else None
-                if hit:
+                if hit and self.max_context and len(s.ids) - hit[0] > self.max_context:
+                    hit = None  # more new text than the window: cheaper (and as good) read afresh
+                if hit:  # the cached state carries the full context before it: continue from it
                     n, (h, c, s.logits) = hit
                     s.state, s.ids = (h, c), s.ids[n:]
                 else:
                     s.state = self.model.init_hidden(1, self.device)
+                    if self.max_context:
+                        # The model uses only the last few dozen characters (bench/context.py):
+                        # read the window from the start state; the cache still keys the whole context.
+                        s.ids = s.ids[-self.max_context:]
                     if not s.ids:  # nothing to read at all: the head on the zero state
                         s.logits = self.model.head(s.state[0][-1])
         todo = [s for s in group if s.ids]

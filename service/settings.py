@@ -28,9 +28,9 @@ class Settings(BaseModel):
     max_top_k: int = Field(1000, ge=1, description="largest top_k for /predict-next")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="largest request body (413 beyond)")
     request_timeout_s: float = Field(120.0, gt=0, description="deadline of a request, queueing included")
-    max_context: int = Field(
-        0, ge=0, description="a prompt longer than this is read from its last N characters only (from the start "
-        "state); 0 = read it all. Default chosen by bench/context.py")
+    max_context: int | None = Field(
+        None, ge=0, description="a prompt read afresh is read from its last N characters only (from the start "
+        "state); 0 = read it all; unset = the window the weights' card recommends (bench/context.py), else all")
     prefill_chunk: int = Field(256, ge=1, description="prompt characters run per scheduler turn")
     stream_interval_ms: float = Field(
         20.0, ge=0, le=1000, description="streams: least time between text events after the first; 0 = every character")
