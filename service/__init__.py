@@ -39,7 +39,7 @@ def context_window(settings: Settings, card: dict) -> int:
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    from service import api, auth, errors, openai_api, openapi, openapi_limits
+    from service import api, auth, errors, openai_api, openapi, openapi_limits, playground
 
     settings = settings or Settings.from_env()
     device = pick_device(settings.device)
@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(openai_api.bp)  # /v1/*: OpenAI-compatible, OpenAI-shaped errors
+    app.register_blueprint(playground.bp)
     errors.register(app)
 
     @app.before_request

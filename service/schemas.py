@@ -151,12 +151,12 @@ class GenerateRequest(Strict):
 
 
 class TopChar(BaseModel):
-    char: str
-    logprob: float
+    char: str = Field(description="a character the model could have produced here")
+    logprob: float = Field(description="natural log of its probability under the model")
 
 
 class CharLogprob(BaseModel):
-    char: str
+    char: str = Field(description="the generated character")
     logprob: float = Field(description="natural log of its probability under the model")
     top: list[TopChar] = Field(description="the k most likely characters at this position, most likely first")
 
