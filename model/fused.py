@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import time
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +42,46 @@ def fp16_available() -> bool:
         return bool(torch.ops.quantized.linear_dynamic_fp16(torch.ones(1, 8), packed).sum() == 64)
     except Exception:  # no such op, or no fbgemm on this CPU (e.g. ARM builds ship qnnpack only)
         return False
+
+
+def candidate_precisions(device: torch.device | str) -> list[str]:
+    """What 'auto' may choose on this device: the precisions tested to cost <= 0.01 nats/char on the
+    validation split (tests/test_shipped.py). bf16 is not among them: on an AVX-512-BF16 CPU its
+    batch-1 GEMM measured slower than fbgemm's fp16 (README, Performance)."""
+    return ["fp32", "fp16"] if torch.device(device).type == "cpu" and fp16_available() else ["fp32"]
+
+
+@torch.no_grad()
+def probe_precision(model, candidates: list[str], batches=(1, 16), steps: int = 5) -> tuple[str, dict]:
+    """Time the decode step in each candidate precision and leave the model in the fastest.
+
+    Call it on the thread that will serve (the engine's): its OpenMP team and caches are the ones
+    measured. Per candidate: one untimed step (packs the weights), then the median of `steps`
+    steps at each batch size; the score is their sum (latency at batch 1 + a busy batch), so a
+    precision that only wins one regime does not take the other down with it.
+    -> (chosen precision, {precision: score in microseconds}).
+    """
+    if len(candidates) == 1:
+        model.set_precision(candidates[0])
+        return candidates[0], {}
+    device = model.head.weight.device
+    scores = {}
+    for p in candidates:
+        model.set_precision(p)
+        total = 0.0
+        for B in batches:
+            x, state = torch.zeros(B, 1, dtype=torch.long, device=device), model.init_hidden(B)
+            model(x, state)
+            times = []
+            for _ in range(steps):
+                t0 = time.perf_counter()
+                model(x, state)
+                times.append(time.perf_counter() - t0)
+            total += sorted(times)[steps // 2]
+        scores[p] = round(total * 1e6, 1)
+    best = min(scores, key=scores.get)
+    model.set_precision(best)
+    return best, scores
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> str:

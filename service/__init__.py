@@ -10,7 +10,7 @@ import torch
 from flask import Flask, g, request
 
 from model.checkpoint import load_weights, pick_device
-from model.fused import resolve_precision
+from model.fused import candidate_precisions, resolve_precision
 from service.engine import Engine
 from service.memory import IdleTrimmer
 from service.metrics import Metrics
@@ -56,14 +56,17 @@ def create_app(settings: Settings | None = None) -> Flask:
     torch.set_num_threads(1)
     try:
         model, vocab, card = load_weights(settings.weights, device)
-        model.set_precision(resolve_precision(settings.precision, device))
+        # auto: every candidate precision is timed on the engine thread at start (model/fused.py)
+        precisions = (candidate_precisions(device) if settings.precision == "auto"
+                      else [resolve_precision(settings.precision, device)])
+        model.set_precision(precisions[0])
     finally:
         torch.set_num_threads(before)
     metrics = Metrics()
     engine = Engine(model, vocab, max_batch=settings.max_batch, max_queue=settings.max_queue,
                     prefill_chunk=settings.prefill_chunk, metrics=metrics, prefix_cache=settings.prefix_cache,
                     on_idle=IdleTrimmer(), stream_interval=settings.stream_interval_ms / 1000, threads=threads,
-                    max_context=context_window(settings, card)).start()
+                    max_context=context_window(settings, card), precisions=precisions).start()
     log.info("loaded %s (%d params) on %s, inference in %s, in %.2fs", settings.weights, model.num_params(),
              device, model.precision, time.time() - t0)
 

@@ -241,7 +241,9 @@ def info():
                   "dtype": card.get("dtype"), "val_loss": training.get("best_val_loss"),
                   "val_bpc": training.get("best_val_bpc"), "trained_on": training.get("data"),
                   "chars_seen": training.get("chars_seen")},
-        "device": str(ctx.device), "precision": m.precision, "torch": torch.__version__,
+        "device": str(ctx.device), "precision": m.precision,
+        "precision_probe": ctx.engine.precision_probe or None,  # us per decode step, when auto measured
+        "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "limits": {**ctx.settings.limits(), "max_context": ctx.engine.max_context}})
 

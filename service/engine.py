@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from model.fused import probe_precision
 from model.generate import context_ids
 from model.network import CharRNN
 from model.sampling import SamplingParams, batch_params, find_stop, holdback, sample_batch, token_logprobs
@@ -129,12 +130,15 @@ class Sequence:
 class Engine:
     def __init__(self, model: CharRNN, vocab: Vocab, max_batch: int = 64, max_queue: int = 256,
                  prefill_chunk: int = 256, metrics=None, prefix_cache: int = 1024, on_idle=None,
-                 stream_interval: float = 0.0, threads: int = 0, max_context: int = 0):
+                 stream_interval: float = 0.0, threads: int = 0, max_context: int = 0,
+                 precisions: list[str] | None = None):
         self.model, self.vocab, self.metrics = model, vocab, metrics
         self.threads = threads  # torch threads of the engine thread (0: leave as is)
         self.stream_interval = stream_interval
         self.max_batch, self.max_queue, self.prefill_chunk = max_batch, max_queue, prefill_chunk
         self.max_context = max_context  # a context read afresh is read from its last N ids (0: all)
+        self.precisions = precisions or [model.precision]  # several: probed on the engine thread at start
+        self.precision_probe: dict = {}  # precision -> decode-step score (us), when probed
         self.device = model.head.weight.device
         self.cache = PrefixCache(prefix_cache) if prefix_cache else None
         self.on_idle = on_idle  # called (engine thread) when the last sequence is done
@@ -194,6 +198,11 @@ class Engine:
         """Pack the inference weights and set up the LSTM kernels (and this thread's OpenMP team)
         before the first request instead of in it: a first 20-char /generate took 164 ms without."""
         try:
+            if len(self.precisions) > 1:  # CHARRNN_PRECISION=auto: the fastest on this machine, measured
+                t0 = time.perf_counter()
+                best, self.precision_probe = probe_precision(self.model, self.precisions)
+                log.info("precision probe (decode step, batch 1 + 16, us): %s -> %s in %.0f ms",
+                         self.precision_probe, best, 1000 * (time.perf_counter() - t0))
             x = torch.zeros(1, 8, dtype=torch.long, device=self.device)
             _, state = self.model(x)         # prefill path (whole-sequence LSTM)
             self.model(x[:, :1], state)      # decode step (builds the FusedStep)
