@@ -22,22 +22,23 @@ class StreamText(BaseModel):
 class StreamFinal(BaseModel):
     """Completion `index` is finished; its last text came before this event."""
     model_config = ConfigDict(extra="forbid")  # so each event matches exactly one schema
-    index: int
-    text: Literal[""] = ""
-    finish_reason: Literal["length", "stop"]
+    index: int = Field(description="which completion (0 .. n-1)")
+    text: Literal[""] = Field("", description="always empty: the text came in the events before")
+    finish_reason: Literal["length", "stop"] = Field(description="length: max_new_chars reached; stop: a stop "
+                                                     "string was generated, or the regex is fully matched")
     generated_chars: int = Field(description="characters in the whole completion")
 
 
 class StreamErrorBody(BaseModel):
     type: str = Field(description="timeout, engine_error (e.g. the server is shutting down), ...")
-    message: str
+    message: str = Field(description="what went wrong, for people")
 
 
 class StreamError(BaseModel):
     """Completion `index` ended early; the HTTP status (200) was already sent, so this says why."""
     model_config = ConfigDict(extra="forbid")  # so each event matches exactly one schema
-    index: int
-    error: StreamErrorBody
+    index: int = Field(description="which completion (0 .. n-1) ended early")
+    error: StreamErrorBody = Field(description="why it ended")
 
 
 STREAM_DESCRIPTION = (
