@@ -16,12 +16,18 @@ _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 wsgi_app = "service.wsgi:app"
-worker_class = "gthread"
+# gthread plus a drain on SIGTERM and gunicorn's own errors (414, 431, 400) as JSON: see the module.
+worker_class = "service.gunicorn_worker.Worker"
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
-threads = int(os.environ.get("CHARRNN_HTTP_THREADS", "128"))  # concurrent requests per worker
+# Connections per worker that can be mid-request at once. A client that sends half a request and
+# stalls holds one of these threads, so they are also how many stalled clients it takes to block
+# everyone (README "Limits and failure behaviour"): idle threads are cheap, so there are many.
+# The engine's max_batch/max_queue, not this, bound the work.
+threads = int(os.environ.get("CHARRNN_HTTP_THREADS", "512"))
+worker_connections = int(os.environ.get("CHARRNN_HTTP_CONNECTIONS", "2000"))  # open connections per worker
 preload_app = False
 timeout = 60               # heartbeat: a worker silent this long is restarted (threads keep it alive)
-graceful_timeout = 30      # on SIGTERM, in-flight requests get this long to finish
+graceful_timeout = int(os.environ.get("CHARRNN_GRACEFUL_TIMEOUT", "30"))  # on SIGTERM: time to finish in-flight
 keepalive = 5
 max_requests = int(os.environ.get("CHARRNN_MAX_REQUESTS", "20000"))  # recycle workers now and then ...
 max_requests_jitter = 2000                                            # ... not all at once
@@ -34,3 +40,13 @@ loglevel = os.environ.get("LOG_LEVEL", "info")
 
 # Workers x torch threads <= cores (read by create_app through Settings).
 os.environ.setdefault("CHARRNN_TORCH_THREADS", str(max(1, _cores // workers)))
+
+
+def when_ready(server):
+    """Once, in the master: warn when the API is open (no key) and reachable beyond this machine."""
+    from service.auth import open_beyond_loopback
+
+    exposed = open_beyond_loopback(server.cfg.bind, os.environ)
+    if exposed:
+        server.log.warning("no API key set (CHARRNN_API_KEY / CHARRNN_API_KEY_FILE) and listening on %s: "
+                           "anyone who can reach it may use it", ", ".join(exposed))

@@ -8,10 +8,16 @@ from dataclasses import asdict, dataclass, fields
 class ModelConfig:
     vocab_size: int
     embed: int = 128      # character embedding width
-    hidden: int = 512     # LSTM hidden/cell width per layer
-    layers: int = 2       # stacked LSTM layers
-    dropout: float = 0.25 # between LSTM layers and on the LSTM output (training only)
+    hidden: int = 512     # recurrent width per layer (the LSTM's hidden and cell state)
+    layers: int = 2       # stacked recurrent layers
+    dropout: float = 0.25 # between recurrent layers and on their output (training only)
     weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden matrices (AWD-LSTM; training only)
+    cell: str = "lstm"    # recurrent cell: lstm | gru | rnn (model/network.py CELLS); absent in old cards = lstm
+
+    def __post_init__(self):
+        from model.network import CELLS
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {tuple(CELLS)}, not {self.cell!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -6,7 +6,7 @@
 
 Protocols (what each prediction is allowed to see):
 - stateful (default): every position sees all the text before it; the text runs as 32 contiguous
-  rows, each with a 256-character burn-in, the LSTM state carried (char-rnn's figure).
+  rows, each with a 256-character burn-in, the recurrent state carried (char-rnn's figure).
 - windows --window W: nanoGPT's. The text is cut into W-character windows, each read from the
   model's start state; the loss is over all positions of every window, so a position sees only the
   window before it. Also reports the loss by position inside the window.
@@ -14,9 +14,9 @@ Protocols (what each prediction is allowed to see):
   characters from the start state: what a prompt cut to its last N characters
   (CHARRNN_MAX_CONTEXT) costs.
 
-The text runs through the whole-sequence LSTM, or with --stepwise the scored characters go one at
+The text runs through the whole-sequence recurrent module, or with --stepwise the scored characters go one at
 a time through the decode step the service generates with (model/fused.py) after the unscored
-ones are read whole, as the engine does; --precision sets the LSTM matrices' precision (default
+ones are read whole, as the engine does; --precision sets the recurrent matrices' precision (default
 fp32, as trained): the loss a lower precision costs is the difference.
 
 The last line printed is one JSON object (protocol, loss, bpc, perplexity, chars, ...).
@@ -143,7 +143,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--context", type=int, default=64, help="context protocol: characters read before each block")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--precision", choices=["auto", *PRECISIONS], default="fp32",
-                    help="precision of the LSTM matrices (model/fused.py); auto = as the service")
+                    help="precision of the recurrent matrices (model/fused.py); auto = as the service")
     ap.add_argument("--stepwise", action="store_true",
                     help="scored characters one at a time through the decode step (default: whole sequence)")
     args = ap.parse_args(argv)

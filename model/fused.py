@@ -1,26 +1,30 @@
-"""Inference in fp32 or fp16: the one-character decode step, and the fp16 whole-sequence LSTM.
+"""Inference in fp32 or fp16: the one-character decode step and the whole-prompt (prefill) path,
+for every cell (model/network.py CELLS).
 
-Generation is a loop of single-character steps, where nn.LSTM's per-call overhead (and, on CPU,
-oneDNN's set-up) costs several times the arithmetic. FusedStep does the same equations as
-nn.LSTM with the weights prepared for the step:
+Generation is a loop of single-character steps, where an nn module's per-call overhead (and, on
+CPU, oneDNN's set-up) costs several times the arithmetic. The decode steps below do the same
+equations as nn.LSTM / nn.GRU / nn.RNN with the weights prepared for the step:
 - layer 0's input term for every character is precomputed (embedding @ W_ih_l0^T + biases: a
-  (V, 4H) table, one row read per step);
-- upper layers do one matmul over [input, h] against the stacked [W_ih | W_hh];
-- gate rows are reordered (i, f, g, o) -> (i, f, o, g): one sigmoid over 3H, one tanh over H.
+  (V, gates x H) table, one row read per step);
+- every gate of a layer comes out of one matmul: the LSTM's and the RNN's upper layers do one
+  over [input, h] against the stacked [W_ih | W_hh]; the GRU keeps its input and hidden products
+  apart (its candidate gate scales only the hidden one by r), one matmul each for all 3 gates;
+- LSTM gate rows are reordered (i, f, g, o) -> (i, f, o, g): one sigmoid over 3H, one tanh over H.
+What one step reads is `nbytes`; bench/decode.py sets each cell's step against that roofline.
 
 Precision of the recurrent and upper-layer matrices (the bytes a step reads):
 - "fp32": torch's linear (MKL on CPU, cuBLAS on GPU).
 - "fp16": CPU only. fbgemm's fp16-weight / fp32-activation GEMM: weights stored in half
-  precision (half the bytes), widened to fp32 in registers, fp32 accumulation. On a 2-core AVX2
-  machine the step is 1.7-2x faster than with MKL's sgemm at batch 1 and 3-5.7x at batch 8
-  (bench/decode.py); the validation loss it costs is measured by model.evaluate --precision.
-The head (H x V, ~130 kB) and the table stay fp32.
+  precision (half the bytes), widened to fp32 in registers, fp32 accumulation. Faster than
+  MKL's sgemm at the small batches of decoding (README, Performance: bench/decode.py); the
+  validation loss it costs is measured by model.evaluate --precision.
+The head (H x V) and the table stay fp32.
 
-Prompts (prefill) run through a whole-sequence LSTM: nn.LSTM in fp32, and in fp16 PyTorch's
-dynamic fp16 LSTM (torch.ao.nn.quantized.dynamic.LSTM: the same fbgemm GEMM, fp16 W_ih and W_hh).
-It also has no per-call set-up, where oneDNN's nn.LSTM re-lays out its weights on every call
-(~5 ms here): 4 characters take 1.2 ms instead of 5.8, 16 take 4.2 instead of 10.2; 200 take
-about the same, 8 x 200 ~20% longer (bench/decode.py, batch 1 unless said).
+Prompts (prefill) run through the whole-sequence module: the nn module in fp32; in fp16 PyTorch's
+dynamic fp16 LSTM / GRU (torch.ao.nn.quantized.dynamic: the same fbgemm GEMM), which also has none
+of oneDNN's per-call weight re-layout, the cost that dominates short prompts. PyTorch has no
+dynamic whole-sequence RNN: the RNN's fp16 prompt runs through its decode step, one character
+at a time (the same math, and the RNN's step is the cheapest of the three).
 """
 from __future__ import annotations
 
@@ -29,7 +33,8 @@ import functools
 import time
 
 import torch
-import torch.nn.functional as F
+
+from model.state import State
 
 PRECISIONS = ("fp32", "fp16")
 
@@ -107,40 +112,78 @@ def _linear(weight: torch.Tensor, bias: torch.Tensor | None, precision: str):
     return lambda x: torch.addmm(bias, x, wt)
 
 
-def fp16_lstm(lstm: torch.nn.LSTM) -> torch.nn.Module:
-    """The same LSTM with fp16 weight matrices (fp32 activations and accumulation), eval mode."""
-    from torch.ao.nn.quantized.dynamic import LSTM as DynamicLSTM
+def _fp16_twin(module: torch.nn.Module) -> torch.nn.Module | None:
+    """The same LSTM/GRU with fp16 weight matrices (fp32 activations and accumulation), eval
+    mode; None for a module PyTorch has no dynamic fp16 whole-sequence version of (nn.RNN)."""
+    from torch.ao.nn.quantized import dynamic
     from torch.ao.quantization import float16_dynamic_qconfig
-    float_lstm = copy.copy(lstm)  # a shallow copy carries the qconfig; the model's LSTM stays as it is
-    float_lstm.qconfig = float16_dynamic_qconfig
-    return DynamicLSTM.from_float(float_lstm).eval()
+    twin = {torch.nn.LSTM: dynamic.LSTM, torch.nn.GRU: dynamic.GRU}.get(type(module))
+    if twin is None:
+        return None
+    float_module = copy.copy(module)  # a shallow copy carries the qconfig; the model's stays as it is
+    float_module.qconfig = float16_dynamic_qconfig
+    return twin.from_float(float_module).eval()
 
 
-class FusedStep:
-    """x (B,) ids, state (h, c) each (layers, B, H) -> logits (B, 1, V), new state."""
+def prefill(model, precision: str = "fp32"):
+    """-> fn(x (B, T) ids, State) -> (logits (B, T, V), State): the whole-prompt path."""
+    core = model.core if precision == "fp32" else _fp16_twin(model.core)
+    if core is None:  # no whole-sequence fp16 module for this cell: its fp16 decode step, per character
+        step = model.fused_step()
+
+        def stepwise(x, state):
+            out = []
+            for t in range(x.shape[1]):
+                logits, state = step(x[:, t], state)
+                out.append(logits)
+            return torch.cat(out, 1), state
+        return stepwise
+
+    def whole(x, state):
+        out, state = model.run_core(core, model.embed(x), state)
+        return model.head(out), state
+    return whole
+
+
+class _Step:
+    """x (B,) ids, State (parts each (layers, B, H)) -> logits (B, 1, V), new State.
+
+    Subclasses build `table` (V, G*H), `mats` (per layer) and count `matrix_numel` in _build."""
+    G = 1  # gate blocks per layer
 
     def __init__(self, model, precision: str = "fp32"):
-        cfg, m = model.cfg, model.lstm
-        H = self.H = cfg.hidden
-        self.layers, self.precision = cfg.layers, precision
-        order = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)])
-        order = order.to(m.weight_hh_l0.device)
+        self.H, self.layers, self.precision = model.cfg.hidden, model.cfg.layers, precision
+        self.matrix_numel = 0
         with torch.no_grad():
-            self.table = (model.embed.weight @ m.weight_ih_l0.T + m.bias_ih_l0 + m.bias_hh_l0)[:, order].contiguous()
-            self.mats = [_linear(m.weight_hh_l0[order], None, precision)]  # (4H, H)
-            self.nbytes = m.weight_hh_l0.numel()
-            for k in range(1, cfg.layers):
-                w = torch.cat([getattr(m, f"weight_ih_l{k}"), getattr(m, f"weight_hh_l{k}")], 1)[order]  # (4H, 2H)
-                b = (getattr(m, f"bias_ih_l{k}") + getattr(m, f"bias_hh_l{k}"))[order]
-                self.mats.append(_linear(w, b.contiguous(), precision))
-                self.nbytes += w.numel()
+            self._build(model, model.core, self.H)
             self.head = _linear(model.head.weight, model.head.bias, "fp32")
-            self.nbytes = (self.nbytes * (2 if precision == "fp16" else 4)
-                           + model.head.weight.numel() * 4)  # bytes of matrices one step reads
+        # bytes of the matrices one step reads: the recurrent/upper ones in `precision`, the head fp32
+        self.nbytes = self.matrix_numel * (2 if precision == "fp16" else 4) + model.head.weight.numel() * 4
 
-    def __call__(self, x: torch.Tensor, state):
+    def _mat(self, w: torch.Tensor, b: torch.Tensor | None):
+        self.matrix_numel += w.numel()
+        return _linear(w, None if b is None else b.contiguous(), self.precision)
+
+    def _build(self, model, m, H):
+        raise NotImplementedError
+
+
+class LSTMStep(_Step):
+    """nn.LSTM's equations: c' = f*c + i*g, h' = o*tanh(c')."""
+    G = 4
+
+    def _build(self, model, m, H):
+        order = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)])
+        order = order.to(m.weight_hh_l0.device)  # (i, f, g, o) -> (i, f, o, g)
+        self.table = (model.embed.weight @ m.weight_ih_l0.T + m.bias_ih_l0 + m.bias_hh_l0)[:, order].contiguous()
+        self.mats = [self._mat(m.weight_hh_l0[order], None)]  # (4H, H)
+        for k in range(1, self.layers):
+            w = torch.cat([getattr(m, f"weight_ih_l{k}"), getattr(m, f"weight_hh_l{k}")], 1)[order]  # (4H, 2H)
+            self.mats.append(self._mat(w, (getattr(m, f"bias_ih_l{k}") + getattr(m, f"bias_hh_l{k}"))[order]))
+
+    def __call__(self, x: torch.Tensor, state: State):
         H = self.H
-        h, c = state
+        h, c = state.parts
         hs, cs = [], []
         gates = self.mats[0](h[0]).add_(self.table.index_select(0, x))  # (B, 4H): (i, f, o, g)
         for k in range(self.layers):
@@ -152,4 +195,67 @@ class FusedStep:
             ck = torch.addcmul(f * c[k], i, g)  # c' = f*c + i*g
             hs.append(o * ck.tanh())            # h' = o*tanh(c')
             cs.append(ck)
-        return self.head(hs[-1])[:, None], (torch.stack(hs), torch.stack(cs))
+        return self.head(hs[-1])[:, None], State((torch.stack(hs), torch.stack(cs)))
+
+
+class GRUStep(_Step):
+    """nn.GRU's equations (rows r, z, n): r, z = sigmoid(Wi x + bi + Wh h + bh),
+    n = tanh(Wi_n x + bi_n + r * (Wh_n h + bh_n)), h' = (1 - z) * n + z * h.
+    The r and z biases of both sides are summed into the input side; bh_n stays on the hidden
+    side, inside r's product."""
+    G = 3
+
+    def _build(self, model, m, H):
+        def biases(k):
+            bi, bh = getattr(m, f"bias_ih_l{k}"), getattr(m, f"bias_hh_l{k}")
+            zeros = torch.zeros(2 * H, dtype=bh.dtype, device=bh.device)
+            return bi + torch.cat([bh[:2 * H], zeros[:H]]), torch.cat([zeros, bh[2 * H:]])
+        bi0, bh0 = biases(0)
+        self.table = (model.embed.weight @ m.weight_ih_l0.T + bi0).contiguous()  # (V, 3H)
+        self.hid = [self._mat(m.weight_hh_l0, bh0)]  # (3H, H) per layer
+        self.inp = [None]                            # layer 0's input side is the table
+        for k in range(1, self.layers):
+            bi, bh = biases(k)
+            self.inp.append(self._mat(getattr(m, f"weight_ih_l{k}"), bi))
+            self.hid.append(self._mat(getattr(m, f"weight_hh_l{k}"), bh))
+
+    def __call__(self, x: torch.Tensor, state: State):
+        H = self.H
+        (h,) = state.parts
+        hs = []
+        for k in range(self.layers):
+            gi = self.table.index_select(0, x) if k == 0 else self.inp[k](hs[-1])  # (B, 3H)
+            gh = self.hid[k](h[k])                                                  # (B, 3H)
+            rz = gi[:, :2 * H].add_(gh[:, :2 * H]).sigmoid_()
+            r, z = rz.chunk(2, 1)
+            n = torch.addcmul(gi[:, 2 * H:], r, gh[:, 2 * H:]).tanh_()
+            hs.append(torch.addcmul(n, z, h[k] - n))  # (1 - z) * n + z * h
+        return self.head(hs[-1])[:, None], State((torch.stack(hs),))
+
+
+class RNNStep(_Step):
+    """nn.RNN's equation: h' = act(W_ih x + b_ih + W_hh h + b_hh), act tanh (or relu)."""
+    G = 1
+
+    def _build(self, model, m, H):
+        self.act = torch.tanh_ if m.nonlinearity == "tanh" else torch.relu_
+        self.table = (model.embed.weight @ m.weight_ih_l0.T + m.bias_ih_l0 + m.bias_hh_l0).contiguous()  # (V, H)
+        self.mats = [self._mat(m.weight_hh_l0, None)]  # (H, H)
+        for k in range(1, self.layers):
+            w = torch.cat([getattr(m, f"weight_ih_l{k}"), getattr(m, f"weight_hh_l{k}")], 1)  # (H, 2H)
+            self.mats.append(self._mat(w, getattr(m, f"bias_ih_l{k}") + getattr(m, f"bias_hh_l{k}")))
+
+    def __call__(self, x: torch.Tensor, state: State):
+        (h,) = state.parts
+        hs = [self.act(self.mats[0](h[0]).add_(self.table.index_select(0, x)))]
+        for k in range(1, self.layers):
+            hs.append(self.act(self.mats[k](torch.cat([hs[-1], h[k]], 1))))
+        return self.head(hs[-1])[:, None], State((torch.stack(hs),))
+
+
+STEPS = {"lstm": LSTMStep, "gru": GRUStep, "rnn": RNNStep}
+
+
+def fused_step(model, precision: str = "fp32") -> _Step:
+    """The decode step of model's cell, for its current weights, in `precision`."""
+    return STEPS[model.cfg.cell](model, precision)

@@ -1,5 +1,6 @@
-"""Prompt prefill and the sampling loop for one sequence (the CLI; the server batches its own
-steps but uses the same prefill and sample_next)."""
+"""Prompt prefill and the sampling loop for one sequence, used by the CLI (model/sample.py) and as
+the reference the service's batched engine is tested against (tests/test_service.py). The engine
+shares context_ids and the sampling transforms (model/sampling.py), not these loops."""
 from __future__ import annotations
 
 import random
@@ -7,7 +8,8 @@ from collections.abc import Iterator
 
 import torch
 
-from model.network import CharRNN, State
+from model.network import CharRNN
+from model.state import State
 from model.sampling import SamplingParams, batch_params, find_stop, sample_batch
 from model.vocab import Vocab
 
@@ -23,12 +25,12 @@ def context_ids(vocab: Vocab, prompt_ids) -> list[int]:
 
 @torch.no_grad()
 def prefill(model: CharRNN, ids: list[int], state: State | None = None) -> tuple[torch.Tensor, State]:
-    """Run a whole prompt through the LSTM at once (not one step per character).
+    """Run a whole prompt through the recurrent core at once (not one step per character).
     -> logits for the next character (1, V), and the state after the prompt."""
     device = model.head.weight.device
-    if not ids:  # nothing to read: the head on the zero state
+    if not ids:  # nothing to read: the head on the start state
         state = state or model.init_hidden(1, device)
-        return model.head(state[0][-1]), state
+        return model.head_logits(state), state
     logits, state = model(torch.tensor([ids], dtype=torch.long, device=device), state)
     return logits[:, -1], state
 

@@ -1,17 +1,23 @@
-"""The Char-RNN network: embedding -> N-layer LSTM -> linear head over the vocabulary.
+"""The Char-RNN network: embedding -> N-layer recurrent core -> linear head over the vocabulary.
+
+The core is one of CELLS, as char-rnn's `-model lstm|gru|rnn`: torch.nn.LSTM, nn.GRU or nn.RNN
+(tanh), registered under the cell's name, so parameters keep PyTorch's own names
+(lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, ...; gru.*; rnn.*) and gate layouts
+(LSTM rows i, f, g, o; GRU rows r, z, n) and outside tools read them as they would nn's.
 
 One interface serves training, evaluation, sampling and serving:
     forward(x, state) -> (logits, state)
-x: (B, T) int64 character ids; state: (h, c), each (layers, B, hidden), or None for the start
-state; logits: (B, T, vocab).
+x: (B, T) int64 character ids; state: a State (model/state.py) or None for the start state;
+logits: (B, T, vocab). Outside model/ the state is opaque.
 
-The start state (h0, c0), each (layers, hidden), is learned: training resets some streams to it
-(model/train.py, --reset-prob), so a prompt read with nothing before it starts from a state the
-model knows. Weights saved before it existed have no h0/c0 tensors and load with zeros. The LSTM is torch.nn.LSTM, so its gates are the classic equations
-(input, forget, cell, output, in that order in the weight rows) and parameter names are
-PyTorch's (lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0, ...).
+The start state is learned, one vector per layer and state part: h0 (and c0 for the LSTM), each
+(layers, hidden). Training resets some streams to it (model/train.py, --reset-prob), so a prompt
+read with nothing before it starts from a state the model knows. Weights saved before it existed
+have no h0/c0 tensors and load with zeros, the state they were trained from.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -19,8 +25,21 @@ from torch import nn
 from torch.func import functional_call
 
 from model.config import ModelConfig
+from model.state import State
 
-State = tuple[torch.Tensor, torch.Tensor]
+
+@dataclass(frozen=True)
+class Cell:
+    module: type          # the torch.nn recurrent module
+    start: tuple          # names of the learned start-state parameters = the State's parts, in order
+
+
+# A fourth cell: an entry here and its decode step in model/fused.py (STEPS).
+CELLS = {
+    "lstm": Cell(nn.LSTM, ("h0", "c0")),
+    "gru": Cell(nn.GRU, ("h0",)),
+    "rnn": Cell(nn.RNN, ("h0",)),   # Elman RNN, tanh
+}
 
 
 class CharRNN(nn.Module):
@@ -28,46 +47,70 @@ class CharRNN(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed)
-        # nn.LSTM applies dropout between layers (not after the last one) ...
-        self.lstm = nn.LSTM(cfg.embed, cfg.hidden, cfg.layers, batch_first=True,
-                            dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        # the recurrent modules apply dropout between layers (not after the last one) ...
+        core = CELLS[cfg.cell].module(cfg.embed, cfg.hidden, cfg.layers, batch_first=True,
+                                      dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        self.add_module(cfg.cell, core)
         # ... so the output gets its own dropout before the head.
         self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(cfg.hidden, cfg.vocab_size)
         # the learned start state, one vector per layer; zeros = the classic zero state
-        self.h0 = nn.Parameter(torch.zeros(cfg.layers, cfg.hidden))
-        self.c0 = nn.Parameter(torch.zeros(cfg.layers, cfg.hidden))
+        for name in self.start_names:
+            self.register_parameter(name, nn.Parameter(torch.zeros(cfg.layers, cfg.hidden)))
+
+    @property
+    def core(self) -> nn.RNNBase:
+        """The recurrent module (self.lstm, self.gru or self.rnn)."""
+        return getattr(self, self.cfg.cell)
+
+    @property
+    def start_names(self) -> tuple[str, ...]:
+        """Names of the start-state parameters (h0, c0 for the LSTM; h0 otherwise)."""
+        return CELLS[self.cfg.cell].start
 
     def init_hidden(self, batch: int, device=None, dtype=None) -> State:
-        """The start state for `batch` rows: (h, c), each (layers, batch, hidden).
-        Differentiable in training (h0/c0 learn from the rows that start from it)."""
-        def rows(p):
+        """The start state for `batch` rows. Differentiable in training (the start state learns
+        from the rows that start from it)."""
+        def rows(p):  # (layers, hidden) -> (layers, batch, hidden)
             s = p.unsqueeze(1).expand(-1, batch, -1)
             s = s if torch.is_grad_enabled() and self.training else s.detach()
             return s.to(device=device or p.device, dtype=dtype or p.dtype).contiguous()
-        return rows(self.h0), rows(self.c0)
+        return State(rows(getattr(self, n)) for n in self.start_names)
 
     def restart_rows(self, state: State, rows: torch.Tensor) -> State:
         """state with the rows where `rows` (B,) bool is True replaced by the start state."""
         start = self.init_hidden(rows.shape[0], rows.device)
         m = rows.view(1, -1, 1)
-        return tuple(torch.where(m, s0, s) for s0, s in zip(start, state))
+        return State(torch.where(m, s0, s) for s0, s in zip(start.parts, state.parts))
+
+    def head_logits(self, state: State) -> torch.Tensor:
+        """(B, V) next-character logits from a state alone (nothing read yet): the head on the top
+        layer's output h."""
+        return self.head(state.parts[0][-1])
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         # weights from before the learned start state: zeros, i.e. exactly what they were trained with
         state_dict = dict(state_dict)
-        for name in ("h0", "c0"):
+        for name in self.start_names:
             state_dict.setdefault(name, torch.zeros_like(getattr(self, name)))
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
-    def _lstm_train(self, x: torch.Tensor, state: State):
-        """nn.LSTM with DropConnect on W_hh (one mask per forward = per BPTT window, as AWD-LSTM)."""
+    @staticmethod
+    def run_core(module: nn.Module, x: torch.Tensor, state: State, weights: dict | None = None):
+        """A torch.nn-style recurrent module over x (B, T, in) from `state` -> (out (B, T, H), State).
+        nn.LSTM takes and returns (h, c); nn.GRU and nn.RNN a bare h."""
+        hx = state.parts if len(state.parts) > 1 else state.parts[0]
+        out, hx = functional_call(module, weights, (x, hx)) if weights else module(x, hx)
+        return out, State(hx if isinstance(hx, tuple) else (hx,))
+
+    def _core_train(self, x: torch.Tensor, state: State):
+        """The core with DropConnect on W_hh (one mask per forward = per BPTT window, as AWD-LSTM)."""
         p = self.cfg.weight_drop
         if not p or not self.training:
-            return self.lstm(x, state)
+            return self.run_core(self.core, x, state)
         weights = {n: F.dropout(w, p, True) if n.startswith("weight_hh") else w
-                   for n, w in self.lstm.named_parameters()}
-        return functional_call(self.lstm, weights, (x, state))
+                   for n, w in self.core.named_parameters()}
+        return self.run_core(self.core, x, state, weights)
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         if state is None:
@@ -75,15 +118,14 @@ class CharRNN(nn.Module):
         if not self.training and not torch.is_grad_enabled():  # inference: weights in self.precision
             if x.shape[1] == 1:
                 return self._step(x[:, 0], state)          # decoding: one character per sequence
-            out, state = self.prefill_lstm()(self.embed(x), state)
-            return self.head(out), state
-        out, state = self._lstm_train(self.embed(x), state)  # out: (B, T, hidden)
+            return self.prefill_core()(x, state)
+        out, state = self._core_train(self.embed(x), state)  # out: (B, T, hidden)
         return self.head(self.drop(out)), state        # (B, T, vocab)
 
-    # --- inference: precision, the one-character step, the whole-sequence LSTM (model/fused.py) ----
+    # --- inference: precision, the one-character step, the whole-sequence core (model/fused.py) ----
     def set_precision(self, precision: str) -> "CharRNN":
-        """Precision of the LSTM matrices at inference (eval, no grad): "fp32" or "fp16" (CPU).
-        Training always runs nn.LSTM in the parameters' own dtype."""
+        """Precision of the recurrent matrices at inference (eval, no grad): "fp32" or "fp16" (CPU).
+        Training always runs the nn module in the parameters' own dtype."""
         from model.fused import PRECISIONS
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
@@ -104,19 +146,17 @@ class CharRNN(nn.Module):
         return cache[1]
 
     def fused_step(self):
-        """The FusedStep for the current weights and precision."""
-        from model.fused import FusedStep
-        return self._cached("_fused", lambda: FusedStep(self, self.precision))
+        """The decode step (model/fused.py) for the current cell, weights and precision."""
+        from model.fused import fused_step
+        return self._cached("_fused", lambda: fused_step(self, self.precision))
 
-    def prefill_lstm(self):
-        """The whole-sequence LSTM for inference: nn.LSTM itself in fp32, its fp16 twin otherwise."""
-        if self.precision == "fp32":
-            return self.lstm
-        from model.fused import fp16_lstm
-        return self._cached("_prefill", lambda: fp16_lstm(self.lstm))
+    def prefill_core(self):
+        """(x (B, T) ids, State) -> (logits (B, T, V), State) for a whole prompt at inference."""
+        from model.fused import prefill
+        return self._cached("_prefill", lambda: prefill(self, self.precision))
 
     def _step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """x (B,) ids -> logits (B, 1, V); state (h, c) each (layers, B, H). Same math as nn.LSTM."""
+        """x (B,) ids -> logits (B, 1, V), State. The same math as the nn module."""
         return self.fused_step()(x, state)
 
     def num_params(self) -> int:
@@ -125,4 +165,4 @@ class CharRNN(nn.Module):
 
 def detach_state(state: State) -> State:
     """Cut the autograd graph between BPTT windows while keeping the values (truncated BPTT)."""
-    return state[0].detach(), state[1].detach()
+    return state.detach()

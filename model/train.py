@@ -34,7 +34,8 @@ from model.checkpoint import atomic_write_text, load_training_state, save_traini
 from model.config import ModelConfig
 from model.data import StreamBatcher, load_corpus
 from model.evaluate import evaluate_ids, report
-from model.network import CharRNN, detach_state
+from model.network import CELLS, CharRNN, detach_state
+from model.state import State
 
 
 def _opt(default, help: str):
@@ -46,11 +47,12 @@ class TrainConfig:
     data: str = _opt(None, "UTF-8 text file; the first 90%% of its characters train, the last 10%% validate")
     out: str = _opt(None, "weights prefix: writes OUT.safetensors, OUT.json (model card), OUT.png (loss curve)")
     run_dir: str | None = _opt(None, "checkpoint.pt and metrics.jsonl go here (default: runs/<name of --out>)")
+    cell: str = _opt("lstm", "recurrent cell, as char-rnn's -model: lstm, gru or rnn (tanh); recorded in the card")
     embed: int = _opt(128, "character embedding width")
-    hidden: int = _opt(512, "LSTM width (hidden and cell state) per layer")
-    layers: int = _opt(2, "stacked LSTM layers")
-    dropout: float = _opt(0.25, "dropout between LSTM layers and on the LSTM output")
-    weight_drop: float = _opt(0.0, "DropConnect on the LSTM's hidden-to-hidden weights (AWD-LSTM), one mask per window")
+    hidden: int = _opt(512, "recurrent width per layer (the LSTM's hidden and cell state)")
+    layers: int = _opt(2, "stacked recurrent layers")
+    dropout: float = _opt(0.25, "dropout between recurrent layers and on their output")
+    weight_drop: float = _opt(0.0, "DropConnect on the hidden-to-hidden weights (AWD-LSTM), one mask per window")
     reset_prob: float = _opt(0.0, "chance per stream and window of restarting from the learned start state, "
                                   "so prompts with nothing before them read well")
     batch_size: int = _opt(64, "streams per step, GLOBAL: under torchrun each process takes a contiguous share")
@@ -81,7 +83,7 @@ def make_optimizer(model: CharRNN, c: TrainConfig) -> torch.optim.Optimizer:
     # Decay matrices only: biases, the embedding table and the start state are not "weights"
     # worth shrinking.
     def decays(n, p):
-        return p.dim() >= 2 and not n.startswith("embed") and n not in ("h0", "c0")
+        return p.dim() >= 2 and not n.startswith("embed") and n not in model.start_names
     decay = [p for n, p in model.named_parameters() if decays(n, p)]
     rest = [p for n, p in model.named_parameters() if not decays(n, p)]
     return torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay},
@@ -122,9 +124,10 @@ class Progress:
 
 # --- phases -------------------------------------------------------------------------------------
 def restore(ck: dict, model, opt, batcher, cfg, corpus, c: TrainConfig, d, rows) -> tuple[Progress, tuple | None]:
-    """Load a checkpoint (the same one on every rank). The LSTM state and model are global, so a
-    checkpoint written by any number of processes resumes under any other."""
-    if ck["model_config"] != cfg.to_dict() or ck["data_sha256"] != corpus.sha256:
+    """Load a checkpoint (the same one on every rank). The streams' state and model are global, so
+    a checkpoint written by any number of processes resumes under any other. Checkpoints from
+    before the cell switch name no cell (an LSTM) and keep the state under "lstm_state"."""
+    if ModelConfig.from_dict(ck["model_config"]) != cfg or ck["data_sha256"] != corpus.sha256:
         raise SystemExit("the checkpoint belongs to another model or corpus; not resuming")
     if (ck["train_config"]["batch_size"], ck["train_config"]["seq_len"]) != (c.batch_size, c.seq_len):
         raise SystemExit("the checkpoint was trained with another --batch-size/--seq-len; not resuming")
@@ -132,7 +135,8 @@ def restore(ck: dict, model, opt, batcher, cfg, corpus, c: TrainConfig, d, rows)
     opt.load_state_dict(ck["optimizer"])
     batcher.load_state_dict(ck["batcher"])
     run = Progress(step=ck["step"], best=ck["best"], wall_before=ck["wall_time"], resumed=ck["resumed"] + 1)
-    state = tuple(s[:, rows[0]:rows[1]].to(d.device) for s in ck["lstm_state"]) if ck["lstm_state"] else None
+    saved = ck["state"] if "state" in ck else ck["lstm_state"]
+    state = State(saved).rows(slice(*rows)).to(d.device) if saved else None
     # RNG states (dropout masks): each rank's own when the world size is unchanged; otherwise rank
     # 0 continues the single stream and the others draw fresh ones from (seed, rank, step).
     same_world = len(ck.get("rng_cpu_ranks") or [ck["rng_cpu"]]) == d.world
@@ -149,7 +153,7 @@ def restore(ck: dict, model, opt, batcher, cfg, corpus, c: TrainConfig, d, rows)
 def save_checkpoint(path: Path, d, model, opt, batcher, run: Progress, state, rows, cfg, corpus,
                     c: TrainConfig) -> None:
     """Collective (every rank calls it): gathers the streams' states and RNG states; rank 0 writes."""
-    lstm = [distributed.gather_rows(d, s.detach(), *rows, c.batch_size).cpu() for s in state] if state else None
+    streams = state.detach().map(lambda s: distributed.gather_rows(d, s, *rows, c.batch_size).cpu()) if state else None
     rng = distributed.gather_bytes(d, torch.get_rng_state())
     rng_cuda = distributed.gather_bytes(d, torch.cuda.get_rng_state()) if d.device.type == "cuda" else None
     if not d.main:
@@ -157,7 +161,7 @@ def save_checkpoint(path: Path, d, model, opt, batcher, run: Progress, state, ro
     save_training_state(path, {
         "model": model.state_dict(), "optimizer": opt.state_dict(), "batcher": batcher.state_dict(),
         "step": run.step, "best": run.best, "wall_time": run.wall(), "resumed": run.resumed,
-        "lstm_state": lstm, "rng_cpu": rng[0], "rng_cuda": rng_cuda[0] if rng_cuda else None,
+        "state": streams.tensors() if streams else None, "rng_cpu": rng[0], "rng_cuda": rng_cuda[0] if rng_cuda else None,
         "rng_cpu_ranks": rng, "rng_cuda_ranks": rng_cuda, "world_size": d.world, "backend": d.backend,
         "model_config": cfg.to_dict(), "data_sha256": corpus.sha256, "train_config": asdict(c)})
 
@@ -185,7 +189,7 @@ def next_batch(batcher, model: CharRNN, state, c: TrainConfig, step: int, rows, 
         state = model.init_hidden(hi - lo, device)
     elif c.reset_prob:
         # Fresh starts: some streams forget their past and read this window from the start
-        # state, as a prompt with nothing before it is read; h0/c0 learn from these rows.
+        # state, as a prompt with nothing before it is read; the start state learns from these rows.
         # Drawn over the global batch from (seed, step): any process count, and a resumed run,
         # restart the same streams.
         restart = np.random.default_rng([c.seed, step]).random(c.batch_size) < c.reset_prob
@@ -203,7 +207,7 @@ def train_step(net, opt, x, y, state, weight: float, c: TrainConfig, amp):
         loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
     opt.zero_grad(set_to_none=True)
     (loss * weight if weight != 1.0 else loss).backward()
-    # LSTM gradients can spike on an unusual window; clipping the global norm keeps one
+    # Recurrent gradients can spike on an unusual window; clipping the global norm keeps one
     # such step from throwing the weights far off (the classic exploding-gradient guard).
     torch.nn.utils.clip_grad_norm_(net.parameters(), c.grad_clip)
     opt.step()
@@ -240,7 +244,8 @@ def train(c: TrainConfig, command: str = "") -> dict:
     ckpt_path, metrics_path = run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
     corpus = load_corpus(c.data)
     train_ids, val_ids = corpus.split("train"), corpus.split("val")
-    cfg = ModelConfig(len(corpus.vocab), c.embed, c.hidden, c.layers, c.dropout, c.weight_drop)
+    cfg = ModelConfig(vocab_size=len(corpus.vocab), embed=c.embed, hidden=c.hidden, layers=c.layers,
+                      dropout=c.dropout, weight_drop=c.weight_drop, cell=c.cell)
     model = CharRNN(cfg).to(d.device)
     if d.rank:  # rank 0 keeps the single-process random stream; the others draw their own dropout masks
         torch.manual_seed(c.seed + d.rank)
@@ -264,9 +269,9 @@ def train(c: TrainConfig, command: str = "") -> dict:
     if d.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(metrics_path, "".join(json.dumps(h) + "\n" for h in run.history))
-    # Without --reset-prob the start state (h0, c0) joins the graph only on an epoch's first
+    # Without --reset-prob the start state joins the graph only on an epoch's first
     # window (the same window on every rank): DDP must look for unused parameters, and then
-    # leaves their grads None, as one process does. With it, h0/c0 are in every step's graph.
+    # leaves their grads None, as one process does. With it, the start state is in every step's graph.
     net = torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[d.device.index] if d.device.type == "cuda" else None,
         find_unused_parameters=not c.reset_prob) if d.on else model
@@ -307,7 +312,7 @@ def train(c: TrainConfig, command: str = "") -> dict:
     if d.main and run.history:
         try:
             from model.plot import plot_history
-            plot_history(run.history, out.with_suffix(".png"), title=f"{out.name}: {cfg.layers}x{cfg.hidden} LSTM")
+            plot_history(run.history, out.with_suffix(".png"), title=f"{out.name}: {cfg.layers}x{cfg.hidden} {cfg.cell.upper()}")
         except ImportError:  # matplotlib is the optional [train] extra
             print("matplotlib not installed: no loss-curve PNG (pip install '.[train]')", file=sys.stderr)
     if d.main and run.best:
@@ -325,6 +330,8 @@ def parse_args(argv=None) -> TrainConfig:
             ap.add_argument(flag, required=True, help=help)
         elif name == "resume":
             ap.add_argument(flag, action="store_true", help=help)
+        elif name == "cell":
+            ap.add_argument(flag, default=f.default, choices=list(CELLS), help=help)
         elif name == "device":
             ap.add_argument(flag, default="auto", choices=["auto", "cpu", "cuda"], help=help)
         else:

@@ -64,3 +64,17 @@ def register(app: Flask, settings) -> bool:
 
     log.info("API keys required (%d key(s)); open: %s", len(keys), ", ".join(sorted(public)))
     return True
+
+
+def open_beyond_loopback(binds: list[str], environ) -> list[str]:
+    """The bind addresses other machines can reach, when no key is configured; [] otherwise."""
+    if environ.get("CHARRNN_API_KEY", "").strip() or environ.get("CHARRNN_API_KEY_FILE", "").strip():
+        return []
+    exposed = []
+    for b in binds:
+        if b.startswith(("unix:", "fd://")):
+            continue
+        host = b.rsplit(":", 1)[0].strip("[]") if ":" in b else b
+        if host not in ("localhost", "::1") and not host.startswith("127."):
+            exposed.append(b)
+    return exposed

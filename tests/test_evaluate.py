@@ -79,7 +79,7 @@ def test_weights_without_a_start_state_load_with_zeros(tiny_model, tmp_path):
     save_file({k: v for k, v in tensors.items() if k not in ("h0", "c0")}, tmp_path / "old.safetensors")
     old, _, _ = load_weights(tmp_path / "old")
     assert not old.h0.any() and not old.c0.any()
-    h, c = old.init_hidden(3)
+    h, c = old.init_hidden(3).parts
     assert h.shape == (model.cfg.layers, 3, model.cfg.hidden) and not h.any() and not c.any()
 
 
