@@ -2,7 +2,7 @@
 sequence together.
 
 Each turn of the loop: admit waiting sequences (bounded queue), run one chunk of prompt prefill
-for the newcomers (whole-sequence LSTM, batched), move finished prefills into the decode batch,
+for the newcomers (whole-sequence recurrent core, batched), move finished prefills into the decode batch,
 then one decode step for the whole batch: sample a character per row (each row with its own
 settings and its own RNG), drop the rows that finished, and feed the rest back through the
 model. Results travel to the HTTP threads through one queue per request.
@@ -22,6 +22,7 @@ import torch
 from model.fused import probe_precision
 from model.generate import context_ids
 from model.network import CharRNN
+from model.state import State
 from model.sampling import SamplingParams, batch_params, find_stop, holdback, sample_batch, token_logprobs
 from model.vocab import Vocab
 from service.prefix_cache import PrefixCache
@@ -55,7 +56,7 @@ class Sequence:
     cancelled: bool = False
     done: bool = False
     recent: list[int] = field(default_factory=list)
-    state: tuple | None = None     # (h, c) while prefilling: (layers, 1, hidden)
+    state: State | None = None     # the model's state (one row) while prefilling; opaque here
     context: list[int] | None = None  # the whole context, kept for the prefix cache
     logits: torch.Tensor | None = None
     last_emit: float = 0.0
@@ -146,7 +147,7 @@ class Engine:
         self._cond = threading.Condition()
         self._prefilling: list[Sequence] = []
         self._batch: list[Sequence] = []
-        self._h = self._c = self._logits = None  # batch state (layers, B, H) and logits (B, V)
+        self._state = self._logits = None  # the batch's State (B rows) and logits (B, V)
         self._params = None  # the batch's sampling settings as tensors; rebuilt when rows change
         self._stop = False
         self.steps = 0
@@ -195,8 +196,8 @@ class Engine:
 
     # --- the scheduler thread -----------------------------------------------------------------
     def _warm_up(self):
-        """Pack the inference weights and set up the LSTM kernels (and this thread's OpenMP team)
-        before the first request instead of in it: a first 20-char /generate took 164 ms without."""
+        """Pack the inference weights and set up the recurrent kernels (and this thread's OpenMP team)
+        before the first request instead of in it, where they would add to its latency."""
         try:
             if len(self.precisions) > 1:  # CHARRNN_PRECISION=auto: the fastest on this machine, measured
                 t0 = time.perf_counter()
@@ -287,7 +288,7 @@ class Engine:
         if bad:
             self._keep([i for i, s in enumerate(self._batch) if not s.done])
         else:
-            self._batch, self._h, self._c, self._logits, self._params = [], None, None, None, None
+            self._batch, self._state, self._logits, self._params = [], None, None, None
 
     def _reap(self):
         """Drop cancelled sequences and those past their deadline."""
@@ -305,10 +306,10 @@ class Engine:
         self._batch = [self._batch[i] for i in rows]
         self._params = None
         if not rows:
-            self._h = self._c = self._logits = None
+            self._state = self._logits = None
             return
         idx = torch.tensor(rows, device=self.device)
-        self._h, self._c = self._h.index_select(1, idx), self._c.index_select(1, idx)
+        self._state = self._state.rows(idx)
         self._logits = self._logits.index_select(0, idx)
 
     def _prefill_turn(self):
@@ -322,33 +323,31 @@ class Engine:
                 if hit and self.max_context and len(s.ids) - hit[0] > self.max_context:
                     hit = None  # more new text than the window: cheaper (and as good) read afresh
                 if hit:  # the cached state carries the full context before it: continue from it
-                    n, (h, c, s.logits) = hit
-                    s.state, s.ids = (h, c), s.ids[n:]
+                    n, (s.state, s.logits) = hit
+                    s.ids = s.ids[n:]
                 else:
                     s.state = self.model.init_hidden(1, self.device)
                     if self.max_context:
                         # The model uses only the last few dozen characters (bench/context.py):
                         # read the window from the start state; the cache still keys the whole context.
                         s.ids = s.ids[-self.max_context:]
-                    if not s.ids:  # nothing to read at all: the head on the zero state
-                        s.logits = self.model.head(s.state[0][-1])
+                    if not s.ids:  # nothing to read at all: the head on the start state
+                        s.logits = self.model.head_logits(s.state)
         todo = [s for s in group if s.ids]
         if todo:
             n = min(self.prefill_chunk, min(len(s.ids) for s in todo))
             x = torch.tensor([s.ids[:n] for s in todo], dtype=torch.long, device=self.device)
-            h = torch.cat([s.state[0] for s in todo], 1)
-            c = torch.cat([s.state[1] for s in todo], 1)
-            logits, (h, c) = self.model(x, (h, c))  # (G, n, V)
+            logits, state = self.model(x, State.cat([s.state for s in todo]))  # (G, n, V)
             for i, s in enumerate(todo):
                 if s.score_prompt is not None:  # before s.logits moves on: it predicted x[i, 0]
                     s.score(logits[i], x[i])
                 s.ids = s.ids[n:]
-                s.state = (h[:, i:i + 1], c[:, i:i + 1])
+                s.state = state.rows(slice(i, i + 1))
                 s.logits = logits[i:i + 1, -1]
             if self.cache:
                 for s in todo:
                     if not s.ids:  # fully read: remember the state after this context
-                        self.cache.put(s.context, s.state[0], s.state[1], s.logits)
+                        self.cache.put(s.context, s.state, s.logits)
         still = []
         for s in group:
             if s.ids:
@@ -361,12 +360,11 @@ class Engine:
         self._prefilling = still
 
     def _join(self, s: Sequence):
-        h, c = s.state
-        s.state = None
-        if self._h is None:
-            self._h, self._c, self._logits = h, c, s.logits
+        state, s.state = s.state, None
+        if self._state is None:
+            self._state, self._logits = state, s.logits
         else:
-            self._h, self._c = torch.cat([self._h, h], 1), torch.cat([self._c, c], 1)
+            self._state = State.cat([self._state, state])
             self._logits = torch.cat([self._logits, s.logits], 0)
         s.logits = None
         self._batch.append(s)
@@ -434,5 +432,5 @@ class Engine:
             if len(rows) < len(nxt):  # the usual step keeps every row: no gather then
                 nxt = nxt.index_select(0, torch.tensor(rows))
             x = nxt.to(self.device)[:, None]  # (B, 1)
-            logits, (self._h, self._c) = self.model(x, (self._h, self._c))
+            logits, self._state = self.model(x, self._state)
             self._logits = logits[:, -1]

@@ -34,10 +34,13 @@ def corpus_file(tmp_path) -> Path:
 
 
 @pytest.fixture
-def tiny_model() -> tuple[CharRNN, Vocab]:
+def tiny_model(request) -> tuple[CharRNN, Vocab]:
+    """An LSTM; a module runs its tests with other cells too by parametrizing this fixture
+    indirectly (pytest.mark.parametrize("tiny_model", ["lstm", "gru"], indirect=True))."""
     torch.manual_seed(0)
     vocab = Vocab(sorted(set("abcdefghijklmnopqrstuvwxyz .,\n")))
-    return CharRNN(ModelConfig(len(vocab), embed=8, hidden=16, layers=2, dropout=0.0)).eval(), vocab
+    cell = getattr(request, "param", "lstm")
+    return CharRNN(ModelConfig(len(vocab), embed=8, hidden=16, layers=2, dropout=0.0, cell=cell)).eval(), vocab
 
 
 def env_with_path() -> dict:

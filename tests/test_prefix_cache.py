@@ -2,21 +2,27 @@
 import pytest
 import torch
 
+from model.state import State
 from service.prefix_cache import PrefixCache
 
 
 def test_lru_longest_prefix_and_eviction():
     cache = PrefixCache(size=2, lookback=3)
-    t = torch.zeros(1)
-    cache.put([1, 2, 3], t, t, t + 1)
-    cache.put([1, 2], t, t, t + 2)
-    n, (_, _, logits) = cache.get([1, 2, 3, 4, 5])
-    assert n == 3 and logits.item() == 1          # the longest cached prefix wins
+    t = torch.zeros(1, 1)
+    s = State([torch.zeros(2, 1, 4), torch.zeros(2, 1, 4)])  # opaque to the cache: any cell's
+    cache.put([1, 2, 3], s, t + 1)
+    cache.put([1, 2], s, t + 2)
+    assert cache.nbytes == 2 * (s.nbytes + 4)
+    n, (state, logits) = cache.get([1, 2, 3, 4, 5])
+    assert n == 3 and logits.item() == 1 and state.batch == 1  # the longest cached prefix wins
     assert cache.get([1, 2, 3, 4, 5, 6, 7]) is None  # beyond the look-back
-    cache.put([9], t, t, t)                        # evicts the least recently used: [1, 2]
+    cache.put([9], State([torch.zeros(2, 1, 4)]), t)  # evicts the least recently used: [1, 2]
     assert cache.get([1, 2]) is None
     assert cache.get([1, 2, 3])[0] == 3
     assert (cache.hits, cache.lookups) == (2, 4)
+    assert cache.nbytes == s.nbytes + 4 + s.nbytes // 2 + 4
+    cache.put([9], s, t)  # replacing an entry counts its bytes once
+    assert cache.nbytes == 2 * (s.nbytes + 4)
 
 
 def predictions(client, text):
@@ -25,6 +31,7 @@ def predictions(client, text):
     return r.get_json()["predictions"]
 
 
+@pytest.mark.parametrize("tiny_model", ["lstm", "gru", "rnn"], indirect=True)
 def test_cached_and_uncached_answers_agree(make_app):
     cached = make_app(prefix_cache=64).test_client()
     plain = make_app(prefix_cache=0).test_client()

@@ -9,6 +9,9 @@ from model.fused import fp16_available
 from model.generate import context_ids, generate
 from model.sampling import SamplingParams
 
+# The service's contract holds whatever the cell: every test here runs against an LSTM and a GRU.
+pytestmark = pytest.mark.parametrize("tiny_model", ["lstm", "gru"], indirect=True)
+
 
 def sse_events(data: bytes) -> list:
     out = []
