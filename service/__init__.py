@@ -39,7 +39,7 @@ def context_window(settings: Settings, card: dict) -> int:
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    from service import api, auth, drain, errors, openai_api, openapi, openapi_limits, playground
+    from service import api, auth, drain, errors, openai_api, openai_schemas, openapi, openapi_limits, playground
 
     settings = settings or Settings.from_env()
     device = pick_device(settings.device)
@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     keys = auth.register(app, settings)  # first of the before_request hooks: nothing runs for a wrong key
     drain.Drain(engine).register(app)  # begun by SIGTERM in service/gunicorn_worker.py
     spec = openapi_limits.complete(openapi.build_spec(), settings, vocab, auth=keys)
+    spec = openai_schemas.complete(spec, settings, vocab, openai_schemas.served_id(settings))  # /v1's limits
     app.extensions["charrnn"] = AppContext(settings, model, vocab, card, device, engine, metrics, spec)
     app.register_blueprint(api.bp)
     app.register_blueprint(openapi.bp)

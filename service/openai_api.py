@@ -17,13 +17,13 @@ from pathlib import Path
 
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
 from pydantic import ValidationError
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.exceptions import HTTPException
 
 from model.sampling import SamplingParams
 from service.api import _ctx, _drain, _engine_error, _events, _parse, _submit
 from service.errors import APIError, log
 from service.features import FeatureError, banned, check_bans, regex_compiler
-from service.openai_schemas import CompletionRequest
+from service.openai_schemas import CompletionRequest, max_prompts, served_id
 
 bp = Blueprint("openai", __name__, url_prefix="/v1")
 
@@ -55,7 +55,8 @@ def _api_error(e: APIError):
 def _validation(e: ValidationError):
     errs = e.errors(include_url=False, include_context=False, include_input=False)
     param = ".".join(str(p) for p in errs[0]["loc"]).encode("utf-8", "replace").decode() or None
-    msg = "; ".join(f"{'.'.join(str(p) for p in x['loc']) or 'body'}: {x['msg']}" for x in errs)
+    msg = "; ".join(f"{'.'.join(str(p) for p in x['loc']) or 'body'}: {x['msg'].removeprefix('Value error, ')}"
+                    for x in errs)
     return openai_error(400, msg.encode("utf-8", "replace").decode(), None, param, errs[0]["type"])
 
 
@@ -72,7 +73,7 @@ def _unexpected(e: Exception):
 
 
 def model_id() -> str:
-    return Path(_ctx().settings.weights).name
+    return served_id(_ctx().settings)
 
 
 def _card() -> dict:
@@ -95,14 +96,6 @@ def model(model: str):
         raise APIError(404, "model_not_found", f"the model '{model}' does not exist; this server serves "
                        f"'{model_id()}'", [{"field": "model"}])
     return jsonify(_card())
-
-
-@bp.route("/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
-def unknown(rest: str):
-    known = {"completions": ["POST"], "models": ["GET"]}
-    if rest in known:
-        raise MethodNotAllowed(known[rest])
-    raise APIError(404, "not_found", f"no route /v1/{rest} (this server has /v1/models and /v1/completions)")
 
 
 def _bad(param: str, message: str) -> APIError:
@@ -182,13 +175,9 @@ def completions():
     if req.model != model_id():
         raise APIError(404, "model_not_found", f"the model '{req.model}' does not exist; this server serves "
                        f"'{model_id()}'", [{"field": "model"}])
-    if req.best_of not in (None, 1):
-        raise _bad("best_of", "best_of is not supported (sample n choices and score them with logprobs instead)")
-    if req.suffix:
-        raise _bad("suffix", "suffix is not supported: a left-to-right character model cannot fill in text")
     prompts, n = _prompts(req), req.n or 1
-    if len(prompts) * n > ctx.settings.max_batch:
-        raise _bad("n", f"prompts x n is {len(prompts) * n}; at most {ctx.settings.max_batch} choices per request")
+    if len(prompts) > max_prompts(ctx.settings):  # so that prompts x n always fits one batch
+        raise _bad("prompt", f"at most {max_prompts(ctx.settings)} prompts per request (max_batch / max_n)")
     params = _params(req)
     try:
         constraint = None if req.regex is None else regex_compiler(current_app).compile(req.regex, banned(params.logit_bias))

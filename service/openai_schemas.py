@@ -7,9 +7,11 @@ also accept null, as its clients may send them.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic.json_schema import models_json_schema
 
 from service.schemas import Strict, _check_len, _limit
 
@@ -24,27 +26,47 @@ class CompletionRequest(Strict):
         "", description="a string, a list of strings (each its own group of n choices), or vocabulary indices "
         "(a list, or a list of lists); empty = the start of a text")
     max_tokens: int | None = Field(16, ge=0, description="characters to generate per choice (0 with echo: score the prompt)")
-    temperature: float | None = Field(1.0, ge=0, le=2, description="0 = greedy")
-    top_p: float | None = Field(1.0, gt=0, le=1)
+    temperature: float | None = Field(1.0, ge=0, le=2, description="softmax temperature; 0 = greedy")
+    top_p: float | None = Field(1.0, gt=0, le=1, description="nucleus sampling: only the most likely characters "
+                                "whose probabilities add up to top_p")
     n: int | None = Field(1, ge=1, description="choices per prompt; choice j of a prompt uses seed + j")
-    stream: bool | None = False
-    stream_options: StreamOptions | None = None
+    stream: bool | None = Field(False, description="answer as text/event-stream chunks, as they are generated")
+    stream_options: StreamOptions | None = Field(None, description="with stream: include_usage")
     stop: str | list[str] | None = Field(None, description="up to 4 strings that end a choice (not included)")
     seed: int | None = Field(None, ge=-2**63, lt=2**63, description="random when absent (the X-Seed header says which)")
     logprobs: int | None = Field(None, ge=0, le=5, description="per character: its logprob and the top alternatives")
     echo: bool | None = Field(False, description="prepend the prompt; with logprobs, its characters are scored too")
-    presence_penalty: float | None = Field(0.0, ge=-2, le=2)
-    frequency_penalty: float | None = Field(0.0, ge=-2, le=2)
+    presence_penalty: float | None = Field(0.0, ge=-2, le=2, description="subtracted from the logit of every "
+                                           "character generated so far")
+    frequency_penalty: float | None = Field(0.0, ge=-2, le=2, description="subtracted from a character's logit "
+                                            "once per time it was generated so far")
     logit_bias: dict[str, float] | None = Field(None, description="vocabulary index (as a string) -> bias in "
                                                 "[-100, 100]; -100 bans the character")
     user: str | None = Field(None, max_length=256, description="accepted, unused")
-    best_of: int | None = Field(None, description="not supported (only null or 1)")
-    suffix: str | None = Field(None, description="not supported (only null or empty)")
+    best_of: Literal[1] | None = Field(None, description="not supported: only null or 1 (sample n choices, and "
+                                       "score them with logprobs)")
+    suffix: Literal[""] | None = Field(None, description="not supported: only null or empty (a left-to-right "
+                                       "character model cannot fill in text)")
     # Extensions (as vLLM's extra_body): the native API's settings
     top_k: int | None = Field(None, ge=1, description="extension: sample among the k most likely characters")
     repetition_penalty: float | None = Field(None, ge=0.01, le=100, description="extension: as /generate")
     regex: str | None = Field(None, max_length=500, description="extension: the completion must match this regex "
                               "in full (see /generate)")
+
+    @field_validator("best_of", "suffix", mode="before")
+    @classmethod
+    def _unsupported(cls, v, info: ValidationInfo):
+        if v not in (None, 1, "") or isinstance(v, bool):  # said plainly, as vLLM and llama.cpp do
+            raise ValueError(f"{info.field_name} is not supported by this server")
+        return v
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _integral_ids(cls, v):
+        # JSON Schema's "integer" includes 2.0 (see Strict): in prompt's lists of indices too
+        def fix(x):
+            return int(x) if isinstance(x, float) and x.is_integer() else x
+        return [[fix(y) for y in x] if isinstance(x, list) else fix(x) for x in v] if isinstance(v, list) else v
 
     @field_validator("prompt")
     @classmethod
@@ -59,10 +81,10 @@ class CompletionRequest(Strict):
             _check_len(v, info)
         return v
 
-    @field_validator("max_tokens", "n")
+    @field_validator("max_tokens", "n", "top_k")
     @classmethod
     def _max(cls, v, info: ValidationInfo):
-        lim = _limit(info, {"max_tokens": "max_new_chars", "n": "max_n"}[info.field_name])
+        lim = _limit(info, {"max_tokens": "max_new_chars", "n": "max_n", "top_k": "max_top_k"}[info.field_name])
         if lim is not None and v is not None and v > lim:
             raise ValueError(f"must be <= {lim}")
         return v
@@ -84,7 +106,7 @@ class CompletionRequest(Strict):
     @classmethod
     def _bias(cls, v):
         for k, b in (v or {}).items():
-            if not (k.isdigit() and k.isascii()):
+            if not (k.isascii() and k.isdigit() and str(int(k)) == k):
                 raise ValueError(f"keys are vocabulary indices as strings (\"12\"), not {k[:20]!r}")
             if not -100 <= b <= 100:
                 raise ValueError(f"the bias of {k} must be in [-100, 100]")
@@ -95,6 +117,7 @@ class CompletionRequest(Strict):
 
 
 class LegacyLogprobs(BaseModel):
+    """OpenAI's legacy (completions) logprobs: one entry per character."""
     tokens: list[str] = Field(description="the characters")
     token_logprobs: list[float | None] = Field(description="each character's logprob; null for the first of an echoed prompt")
     top_logprobs: list[dict[str, float] | None] = Field(description="the most likely characters at each position (and the chosen one)")
@@ -102,49 +125,122 @@ class LegacyLogprobs(BaseModel):
 
 
 class CompletionChoice(BaseModel):
-    text: str
-    index: int
-    logprobs: LegacyLogprobs | None
-    finish_reason: Literal["stop", "length"] | None
+    text: str = Field(description="the generated text (after the prompt, with echo)")
+    index: int = Field(description="prompt i, choice j: i * n + j")
+    logprobs: LegacyLogprobs | None = Field(description="with logprobs: per character")
+    finish_reason: Literal["stop", "length"] | None = Field(
+        description="length: max_tokens reached; stop: a stop string, or the regex fully matched; null in a stream "
+        "until the choice's last chunk")
 
 
 class CompletionUsage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
+    prompt_tokens: int = Field(description="characters in the prompts")
+    completion_tokens: int = Field(description="characters generated, all choices together")
+    total_tokens: int = Field(description="prompt_tokens + completion_tokens")
 
 
 class CompletionResponse(BaseModel):
-    id: str
-    object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
-    choices: list[CompletionChoice]
-    usage: CompletionUsage | None = None
+    id: str = Field(description="cmpl-...")
+    object: Literal["text_completion"] = Field("text_completion", description="always text_completion")
+    created: int = Field(description="Unix time")
+    model: str = Field(description="the served model's id")
+    choices: list[CompletionChoice] = Field(description="n per prompt, in index order")
+    usage: CompletionUsage | None = Field(None, description="characters read and generated")
 
 
 class ModelCard(BaseModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str
-    vocab_size: int
+    id: str = Field(description="the model's name (its weights file)")
+    object: Literal["model"] = Field("model", description="always model")
+    created: int = Field(description="Unix time the weights were written")
+    owned_by: str = Field(description="always charrnn")
+    vocab_size: int = Field(description="characters the model knows")
     vocab: list[str] = Field(description="the characters; a character's index is its logit_bias key")
     max_context: int | None = Field(description="prompts are read from their last N characters (null: all)")
     max_tokens: int = Field(description="the largest max_tokens")
 
 
 class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
+    object: Literal["list"] = Field("list", description="always list")
+    data: list[ModelCard] = Field(description="the one served model")
 
 
 class OpenAIErrorBody(BaseModel):
-    message: str
-    type: str
-    param: str | None
-    code: str | None
+    message: str = Field(description="what went wrong, for a person")
+    type: str = Field(description="invalid_request_error, rate_limit_error, server_error, ...")
+    param: str | None = Field(description="the request field at fault, if one is")
+    code: str | None = Field(description="a machine-readable reason: model_not_found, queue_full, ...")
 
 
 class OpenAIError(BaseModel):
-    error: OpenAIErrorBody
+    error: OpenAIErrorBody = Field(description="OpenAI's error shape")
+
+
+class CompletionChunk(BaseModel):
+    """One streamed event: more text of a choice, its end (finish_reason), or the usage."""
+    model_config = ConfigDict(extra="forbid")  # so each event matches exactly one schema
+    id: str = Field(description="the same for every chunk of a response")
+    object: Literal["text_completion"] = Field("text_completion", description="always text_completion")
+    created: int = Field(description="Unix time")
+    model: str = Field(description="the served model's id")
+    choices: list[CompletionChoice] = Field(description="one choice's new text, or its finish_reason; empty in "
+                                            "the usage chunk")
+    usage: CompletionUsage | None = Field(None, description="only in the last chunk, with stream_options.include_usage")
+
+
+class StreamErrorChunk(BaseModel):
+    """The stream ended early; the status (200) was already sent, so this says why (the client raises it)."""
+    model_config = ConfigDict(extra="forbid")
+    error: OpenAIErrorBody = Field(description="OpenAI's error shape")
+
+
+def served_id(settings) -> str:
+    """The model's id on /v1: its weights' name (weights/shakespeare -> shakespeare)."""
+    return Path(settings.weights).name
+
+
+def max_prompts(settings) -> int:
+    """Prompts per request: prompts x n always fits one batch."""
+    return max(1, settings.max_batch // settings.max_n)
+
+
+def _alts(schema: dict) -> dict:
+    return {(a.get("type"), a.get("items", {}).get("type"), a.get("items", {}).get("items", {}).get("type")): a
+            for a in schema.get("anyOf", [schema])}
+
+
+def complete(spec: dict, settings, vocab, model_id: str) -> dict:
+    """What the static document cannot know about /v1: this configuration's limits, the model's
+    id and vocabulary, the stream's events (as service/openapi_limits.py does for /generate)."""
+    schemas = spec["components"]["schemas"]
+    props = schemas["CompletionRequest"]["properties"]
+    props["model"]["enum"] = [model_id]
+    chars = "".join(f"\\u{ord(c):04x}" if ord(c) < 0x10000 else c for c in vocab.chars)
+    text = {"type": "string", "maxLength": settings.max_prompt_chars, "pattern": f"^[{chars}]*$"}
+    ids = {"type": "integer", "minimum": 0, "maximum": len(vocab) - 1}
+    p = _alts(props["prompt"])
+    p[("string", None, None)].update(text)
+    p[("array", "string", None)].update({"items": text, "minItems": 1, "maxItems": max_prompts(settings)})
+    p[("array", "integer", None)].update({"items": ids, "minItems": 1, "maxItems": settings.max_prompt_chars})
+    p[("array", "array", "integer")].update({"minItems": 1, "maxItems": max_prompts(settings), "items": {
+        "type": "array", "items": ids, "maxItems": settings.max_prompt_chars}})
+    _alts(props["max_tokens"])[("integer", None, None)]["maximum"] = settings.max_new_chars
+    _alts(props["n"])[("integer", None, None)]["maximum"] = settings.max_n
+    stop = {"type": "string", "minLength": 1, "maxLength": settings.max_stop_chars}
+    s = _alts(props["stop"])
+    s[("string", None, None)].update(stop)
+    s[("array", "string", None)].update({"items": stop, "maxItems": min(4, settings.max_stop)})
+    bias = _alts(props["logit_bias"])[("object", None, None)]
+    bias["propertyNames"] = {"pattern": "^(" + "|".join(str(i) for i in range(len(vocab))) + ")$"}
+    bias["additionalProperties"] = {"type": "number", "minimum": -100, "maximum": 100}
+    _alts(props["top_k"])[("integer", None, None)]["maximum"] = settings.max_top_k
+
+    refs, defs = models_json_schema([(m, "serialization") for m in (CompletionChunk, StreamErrorChunk)],
+                                    ref_template="#/components/schemas/{model}")
+    schemas.update(defs["$defs"])
+    stream = spec["paths"]["/v1/completions"]["post"]["responses"]["200"]["content"]["text/event-stream"]
+    # One event as parsed (data, event, id, retry): the convention service/openapi_limits.py explains.
+    stream["schema"] = {"type": "object", "required": ["data"], "description": stream["schema"]["description"],
+                        "properties": {"data": {"anyOf": [
+                            {"type": "string", "contentMediaType": "application/json",
+                             "contentSchema": {"oneOf": list(refs.values())}}, {"const": "[DONE]"}]}}}
+    return spec

@@ -11,6 +11,7 @@ from pathlib import Path
 from flask import Blueprint, abort, current_app, jsonify, send_from_directory
 from pydantic.json_schema import models_json_schema
 
+from service.openai_schemas import CompletionRequest, CompletionResponse, ModelCard, ModelList, OpenAIError
 from service.schemas import ErrorResponse, GenerateRequest, GenerateResponse, PredictRequest, PredictResponse
 
 bp = Blueprint("openapi", __name__)
@@ -24,18 +25,28 @@ ROUTES = [  # (method, path, summary, request model, response model, error statu
     ("get", "/ready", "Model loaded and engine running (503 otherwise)", None, None, [503]),
     ("get", "/info", "Model card, device and limits", None, None, []),
     ("get", "/metrics", "Prometheus metrics", None, None, []),
+    ("get", "/v1/models", "OpenAI-compatible: the served model; a character's index in `vocab` is its logit_bias key",
+     None, ModelList, []),
+    ("get", "/v1/models/{model}", "OpenAI-compatible: one model (404 model_not_found for any other id)", None,
+     ModelCard, [404]),
+    ("post", "/v1/completions", "OpenAI-compatible completions, a character per token (text/event-stream with "
+     "\"stream\": true); errors in OpenAI's shape", CompletionRequest, CompletionResponse, [400, 404, 413, 429, 503, 504]),
 ]
 
 
 def build_spec() -> dict:
-    models = [PredictRequest, PredictResponse, GenerateRequest, GenerateResponse, ErrorResponse]
+    models = [PredictRequest, PredictResponse, GenerateRequest, GenerateResponse, ErrorResponse,
+              CompletionRequest, CompletionResponse, ModelCard, ModelList, OpenAIError]
     refs, defs = models_json_schema([(m, "validation" if "Request" in m.__name__ else "serialization")
                                      for m in models], ref_template="#/components/schemas/{model}")
     ref = {m: refs[(m, "validation" if "Request" in m.__name__ else "serialization")] for m in models}
-    err = {"description": "error", "content": {"application/json": {"schema": ref[ErrorResponse]}}}
     paths: dict = {}
     for method, path, summary, req, resp, errors in ROUTES:
+        shape = ref[OpenAIError if path.startswith("/v1/") else ErrorResponse]  # /v1: OpenAI's error shape
+        err = {"description": "error", "content": {"application/json": {"schema": shape}}}
         op = {"summary": summary, "responses": {"200": {"description": "OK"}}}
+        if "{model}" in path:
+            op["parameters"] = [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}]
         if req is not None:
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref[req]}}}
         if resp is not None:
@@ -44,6 +55,11 @@ def build_spec() -> dict:
                 content["text/event-stream"] = {"schema": {"type": "string", "description":
                     'data: {"index": i, "text": chunk} events, then per completion one with its '
                     'finish_reason, then data: [DONE]'}}
+            if path == "/v1/completions":
+                content["text/event-stream"] = {"schema": {"type": "string", "description":
+                    'data: {"id", "object": "text_completion", "created", "model", "choices": [{"text", "index", '
+                    '"logprobs", "finish_reason": null}]} chunks, a last one per choice with its finish_reason, '
+                    'a usage chunk with stream_options.include_usage, then data: [DONE]'}}
             op["responses"]["200"] = {"description": "OK", "content": content}
         for code in errors:
             op["responses"][str(code)] = err
