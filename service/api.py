@@ -94,7 +94,8 @@ def predict_next():
     ids = _encode(req.text, "text", req.unknown_chars)
     ctx, events = _ctx(), queue.Queue()
     deadline = time.monotonic() + ctx.settings.request_timeout_s
-    seq = ctx.engine.new_sequence(ids, SamplingParams(temperature=1.0), 0, 0, [], deadline, events)
+    seq = ctx.engine.new_sequence(ids, params=SamplingParams(temperature=1.0), seed=0, max_new=0, stops=[],
+                                  deadline=deadline, events=events)
     _submit([seq])
     try:
         for _, kind, value in _events(events, deadline):
@@ -128,8 +129,9 @@ def generate():
     if params.top_k is not None and params.top_k >= len(ctx.vocab):  # k beyond the vocabulary: all of it
         params = dataclasses.replace(params, top_k=None)
     params, features = _char_features(req.logit_bias, req.regex, params)
-    seqs = [ctx.engine.new_sequence(ids, params, seed + i, req.max_new_chars, req.stop, deadline, events, i,
-                                    req.stream, logprobs=req.logprobs, **features) for i in range(req.n)]
+    seqs = [ctx.engine.new_sequence(ids, params=params, seed=seed + i, max_new=req.max_new_chars, stops=req.stop,
+                                    deadline=deadline, events=events, index=i, stream=req.stream,
+                                    logprobs=req.logprobs, **features) for i in range(req.n)]
     _submit(seqs)
     ctx.metrics.prompt_chars.inc(len(ids))
     t0 = time.monotonic()

@@ -129,7 +129,7 @@ class Sequence:
 
 
 class Engine:
-    def __init__(self, model: CharRNN, vocab: Vocab, max_batch: int = 64, max_queue: int = 256,
+    def __init__(self, model: CharRNN, vocab: Vocab, *, max_batch: int = 64, max_queue: int = 256,
                  prefill_chunk: int = 256, metrics=None, prefix_cache: int = 1024, on_idle=None,
                  stream_interval: float = 0.0, threads: int = 0, max_context: int = 0,
                  precisions: list[str] | None = None):
@@ -187,12 +187,13 @@ class Engine:
             self._pending.extend(seqs)
             self._cond.notify()
 
-    def new_sequence(self, prompt_ids, params: SamplingParams, seed: int, max_new: int,
+    def new_sequence(self, prompt_ids, *, params: SamplingParams, seed: int, max_new: int,
                      stops: list[str], deadline: float, events: queue.Queue, index: int = 0,
                      stream: bool = True, **features) -> Sequence:
         """features: Sequence's logprobs, score_prompt, constraint (all off by default)."""
-        return Sequence(context_ids(self.vocab, prompt_ids), params, seed, max_new, list(stops),
-                        deadline, events, index, stream, self.stream_interval, **features)
+        return Sequence(ids=context_ids(self.vocab, prompt_ids), params=params, seed=seed, max_new=max_new,
+                        stops=list(stops), deadline=deadline, events=events, index=index, stream=stream,
+                        interval=self.stream_interval, **features)
 
     # --- the scheduler thread -----------------------------------------------------------------
     def _warm_up(self):

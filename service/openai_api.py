@@ -187,9 +187,10 @@ def completions():
     deadline = time.monotonic() + ctx.settings.request_timeout_s
     events, stream, echo = queue.Queue(), bool(req.stream), bool(req.echo)
     score = req.logprobs if echo and req.logprobs is not None else None
-    seqs = [ctx.engine.new_sequence(ids, params, seed + j, req.max_tokens if req.max_tokens is not None else 16,
-                                    req.stops(), deadline, events, p * n + j, stream, logprobs=req.logprobs,
-                                    score_prompt=score, constraint=constraint)
+    seqs = [ctx.engine.new_sequence(ids, params=params, seed=seed + j,
+                                    max_new=req.max_tokens if req.max_tokens is not None else 16,
+                                    stops=req.stops(), deadline=deadline, events=events, index=p * n + j,
+                                    stream=stream, logprobs=req.logprobs, score_prompt=score, constraint=constraint)
             for p, (_, ids) in enumerate(prompts) for j in range(n)]
     _submit(seqs)
     ctx.metrics.prompt_chars.inc(sum(len(ids) for _, ids in prompts))

@@ -18,8 +18,8 @@ def engine(tiny_model):
 
 
 def innocents(engine):
-    return [engine.new_sequence([1 + i, 2, 3], SamplingParams(temperature=1.0, top_p=0.95 if i % 2 else None,
-                                                                repetition_penalty=1.3 if i % 3 == 0 else 1.0),
+    return [engine.new_sequence([1 + i, 2, 3], params=SamplingParams(temperature=1.0, top_p=0.95 if i % 2 else None,
+                                                                       repetition_penalty=1.3 if i % 3 == 0 else 1.0),
                                 seed=100 + i, max_new=40 + 5 * i, stops=[], deadline=time.monotonic() + 60,
                                 events=queue.Queue()) for i in range(7)]
 
@@ -41,18 +41,18 @@ def run(engine, seqs) -> list[tuple[str, str]]:
 
 
 def poison_sampler(engine):  # an integer no tensor can hold: batch_params raises for the whole batch
-    return engine.new_sequence([1, 2], SamplingParams(temperature=1.0, top_k=10**30), 7, 50, [],
-                               time.monotonic() + 60, queue.Queue())
+    return engine.new_sequence([1, 2], params=SamplingParams(temperature=1.0, top_k=10**30), seed=7, max_new=50,
+                               stops=[], deadline=time.monotonic() + 60, events=queue.Queue())
 
 
 def poison_prefill(engine):  # an id outside the embedding: the batched prefill raises
-    return engine.new_sequence([1, len(engine.vocab) + 3, 2], SamplingParams(), 7, 50, [],
-                               time.monotonic() + 60, queue.Queue())
+    return engine.new_sequence([1, len(engine.vocab) + 3, 2], params=SamplingParams(), seed=7, max_new=50,
+                               stops=[], deadline=time.monotonic() + 60, events=queue.Queue())
 
 
 def poison_push(engine):  # a stop "string" that is not one: this row's own push raises
-    return engine.new_sequence([1, 2], SamplingParams(temperature=1.0), 7, 50, [None],
-                               time.monotonic() + 60, queue.Queue())
+    return engine.new_sequence([1, 2], params=SamplingParams(temperature=1.0), seed=7, max_new=50,
+                               stops=[None], deadline=time.monotonic() + 60, events=queue.Queue())
 
 
 @pytest.mark.parametrize("poison", [poison_sampler, poison_prefill, poison_push])
