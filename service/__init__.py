@@ -11,6 +11,8 @@ from flask import Flask, g, request
 
 from model.checkpoint import load_weights, pick_device
 from model.fused import candidate_precisions, resolve_precision
+from model.network import CharRNN
+from model.vocab import Vocab
 from service.engine import Engine
 from service.memory import IdleTrimmer
 from service.metrics import Metrics
@@ -22,8 +24,8 @@ log = logging.getLogger("charrnn.service")
 @dataclass
 class AppContext:
     settings: Settings
-    model: object
-    vocab: object
+    model: CharRNN
+    vocab: Vocab
     card: dict
     device: torch.device
     engine: Engine
