@@ -41,7 +41,7 @@ def context_window(settings: Settings, card: dict) -> int:
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    from service import api, auth, drain, errors, openai_api, openai_schemas, openapi, openapi_limits, playground
+    from service import api, auth, drain, errors, openai_api, openai_schemas, openapi, openapi_limits, playground, inspect_api
 
     settings = settings or Settings.from_env()
     device = pick_device(settings.device)
@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(openapi.bp)
     app.register_blueprint(openai_api.bp)  # /v1/*: OpenAI-compatible, OpenAI-shaped errors
     app.register_blueprint(playground.bp)
+    app.register_blueprint(inspect_api.bp)
     errors.register(app)
 
     @app.before_request

@@ -12,6 +12,7 @@ from flask import Blueprint, abort, current_app, jsonify, send_from_directory
 from pydantic.json_schema import models_json_schema
 
 from service.openai_schemas import CompletionRequest, CompletionResponse, ModelCard, ModelList, OpenAIError
+from service.inspect_schemas import InspectRequest, InspectResponse
 from service.schemas import ErrorResponse, GenerateRequest, GenerateResponse, PredictRequest, PredictResponse
 
 bp = Blueprint("openapi", __name__)
@@ -25,6 +26,8 @@ ROUTES = [  # (method, path, summary, request model, response model, error statu
     ("get", "/ready", "Model loaded and engine running (503 otherwise)", None, None, [503]),
     ("get", "/info", "Model card, device and limits", None, None, []),
     ("get", "/metrics", "Prometheus metrics", None, None, []),
+    ("post", "/inspect", "LSTM gates and cell states per character, and the model's surprise at each",
+     InspectRequest, InspectResponse, [400, 413, 422, 504]),
     ("get", "/v1/models", "OpenAI-compatible: the served model; a character's index in `vocab` is its logit_bias key",
      None, ModelList, []),
     ("get", "/v1/models/{model}", "OpenAI-compatible: one model (404 model_not_found for any other id)", None,
@@ -36,7 +39,8 @@ ROUTES = [  # (method, path, summary, request model, response model, error statu
 
 def build_spec() -> dict:
     models = [PredictRequest, PredictResponse, GenerateRequest, GenerateResponse, ErrorResponse,
-              CompletionRequest, CompletionResponse, ModelCard, ModelList, OpenAIError]
+              CompletionRequest, CompletionResponse, ModelCard, ModelList, OpenAIError,
+              InspectRequest, InspectResponse]
     refs, defs = models_json_schema([(m, "validation" if "Request" in m.__name__ else "serialization")
                                      for m in models], ref_template="#/components/schemas/{model}")
     ref = {m: refs[(m, "validation" if "Request" in m.__name__ else "serialization")] for m in models}

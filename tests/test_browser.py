@@ -258,3 +258,38 @@ def test_docs_is_swagger_ui_and_try_it_out_calls_this_server(server, browser):
     answer = op.find_element(By.CSS_SELECTOR, ".live-responses-table .microlight").text
     expected = post(server, "/generate", {"prompt": "ROMEO:", "max_new_chars": 20, "seed": 1})
     assert json.loads(answer) == expected
+
+
+def heat(driver) -> list[tuple[str, str]]:
+    return driver.execute_script("return [...document.querySelectorAll('#heat span')]"
+                                 ".map(s => [s.dataset.value, s.style.backgroundColor])")
+
+
+def test_inside_view_colours_the_text_by_a_unit_and_changes_with_it(server, browser, tmp_path):
+    open_page(browser, server)
+    text = "ROMEO:\nWhat light through yonder window breaks?\n"
+    type_prompt(browser, text)
+    by_id(browser, "in-run").click()
+    wait(browser, lambda d: len(d.find_elements("css selector", "#in-top button")) == 10)
+    api = post(server, "/inspect", {"text": text, "units": [0], "top_units": 10})
+    spans = heat(browser)
+    assert len(spans) == len(api["chars"]) and len({bg for _, bg in spans}) > 5  # a heatmap, not one colour
+    assert [float(v) for v, _ in spans] == pytest.approx([c["c"][0] for c in api["chars"]], abs=1e-5)
+    assert "c[0]" in by_id(browser, "in-status").text
+
+    second = browser.find_elements("css selector", "#in-top button")[1]
+    unit = int(second.get_attribute("data-unit"))
+    assert unit == api["top_units"][1]["unit"]
+    second.click()  # pick another unit: the colours follow it
+    wait(browser, lambda d: f"c[{unit}]" in by_id(d, "in-status").text)
+    spans2 = heat(browser)
+    want = post(server, "/inspect", {"text": text, "units": [unit], "top_units": 10})["chars"]
+    assert [float(v) for v, _ in spans2] == pytest.approx([c["c"][0] for c in want], abs=1e-5)
+    assert [bg for _, bg in spans2] != [bg for _, bg in spans]
+    browser.execute_script("document.getElementById('inside').scrollIntoView()")
+    screenshot(browser, tmp_path, "inside.png")
+
+    from selenium.webdriver.support.ui import Select
+    Select(by_id(browser, "in-what")).select_by_value("surprise")  # colour by surprise: no new request
+    wait(browser, lambda d: "surprise" in by_id(d, "in-status").text)
+    assert [float(v) for v, _ in heat(browser)] == pytest.approx([-c["logprob"] for c in want], abs=1e-5)

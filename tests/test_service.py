@@ -194,7 +194,7 @@ def test_metrics_openapi_and_docs(client):
     for name in ("charrnn_request_duration_seconds_bucket", "charrnn_queue_depth", "charrnn_batch_size_bucket"):
         assert name in text
     spec = client.get("/openapi.json").get_json()
-    assert set(spec["paths"]) == {"/predict-next", "/generate", "/health", "/ready", "/info", "/metrics"}
+    assert {"/predict-next", "/generate", "/health", "/ready", "/info", "/metrics", "/inspect"} <= set(spec["paths"])
     props = spec["components"]["schemas"]["GenerateRequest"]["properties"]
     assert {"prompt", "max_new_chars", "temperature", "top_k", "top_p", "repetition_penalty", "stop", "seed", "n",
             "stream"} <= set(props)

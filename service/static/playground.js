@@ -48,6 +48,12 @@ async function loadInfo() {
     $("card").textContent = `${m.weights} · ${m.layers}×${m.hidden} LSTM, ${m.parameters.toLocaleString("en")} ` +
       `parameters, ${m.vocab_size} characters · validation loss ${loss} · ${info.device}, ${info.precision}`;
     $("max_new_chars").max = info.limits.max_new_chars;
+    $("in-unit").max = m.hidden - 1;
+    $("in-layer").replaceChildren(...Array.from({ length: m.layers }, (_, k) => {
+      const opt = new Option(`${k}${k === m.layers - 1 ? " (last)" : ""}`, k);
+      opt.selected = k === m.layers - 1;
+      return opt;
+    }));
   } catch (err) {
     $("card").textContent = `Model card unavailable: ${err.message}`;
   }
@@ -233,6 +239,90 @@ function stop() {
   if (state.gen) state.gen.abort();  // closes the connection: the server frees the engine slot
 }
 
+// ---- inside the LSTM (/inspect) ---------------------------------------------------------------
+// One request brings all six quantities of the chosen unit plus the most varying units, so
+// switching what colours the text needs no new request; a new unit, layer or text does.
+const inside = { body: null, ctrl: null };
+
+function insideText() {
+  const text = $("out-prompt").textContent + $("out-text").textContent || $("prompt").value;
+  const limit = state.info ? state.info.limits.max_inspect_chars : text.length;
+  return text.slice(-limit);  // longer texts: their end, as a model with a window reads them anyway
+}
+
+async function inspect() {
+  const text = insideText();
+  if (!text) {
+    $("in-status").textContent = "type a prompt first";
+    return;
+  }
+  if (inside.ctrl) inside.ctrl.abort();
+  const ctrl = (inside.ctrl = new AbortController());
+  const body = { text, layer: Number($("in-layer").value || -1), units: [Number($("in-unit").value) || 0],
+                 top_units: 10, unknown_chars: "skip" };
+  $("in-status").textContent = "reading…";
+  try {
+    const resp = await fetch("/inspect", {
+      method: "POST", headers: { "Content-Type": "application/json" }, signal: ctrl.signal,
+      body: JSON.stringify(body),
+    });
+    if (!resp.ok) throw new Error(await apiError(resp));
+    inside.body = await resp.json();
+    drawTop();
+    drawHeat();
+  } catch (err) {
+    if (err.name !== "AbortError") $("in-status").textContent = err.message;
+  }
+}
+
+function drawTop() {
+  const b = inside.body, shown = b.units[0];
+  $("in-top").replaceChildren(...b.top_units.map((t) => {
+    const btn = document.createElement("button");
+    btn.type = "button";
+    btn.dataset.unit = t.unit;
+    btn.setAttribute("aria-pressed", String(t.unit === shown));
+    btn.textContent = `${t.unit} (σ ${t.c_std.toFixed(2)})`;
+    btn.title = `show unit ${t.unit}`;
+    btn.addEventListener("click", () => {
+      $("in-unit").value = t.unit;
+      inspect();
+    });
+    return btn;
+  }));
+}
+
+// value -> background: red for positive, blue for negative, stronger further from 0; gates (0..1)
+// and surprise on one hue.
+function heatColour(v, what, scale) {
+  if (what === "surprise") return `hsla(25, 95%, 50%, ${Math.min(1, v / scale).toFixed(3)})`;
+  if ("ifo".includes(what)) return `hsla(140, 70%, 38%, ${v.toFixed(3)})`;
+  const a = Math.min(1, Math.abs(v) / scale).toFixed(3);
+  return v >= 0 ? `hsla(0, 85%, 55%, ${a})` : `hsla(215, 85%, 55%, ${a})`;
+}
+
+function drawHeat() {
+  const b = inside.body;
+  if (!b) return;
+  const what = $("in-what").value, unit = b.units[0];
+  const vals = b.chars.map((ch) => (what === "surprise" ? -ch.logprob : ch[what][0]));
+  // c is unbounded: scaled by its largest |value| here; h and g live in [-1, 1]; surprise up to 6 nats
+  const scale = what === "c" ? Math.max(1e-6, ...vals.map(Math.abs)) : what === "surprise" ? 6 : 1;
+  $("heat").replaceChildren(...b.chars.flatMap((ch, t) => {
+    const span = document.createElement("span");
+    span.textContent = ch.char === "\n" ? "⏎" : ch.char;  // a newline: a visible mark, then the line break
+    span.style.backgroundColor = heatColour(vals[t], what, scale);
+    span.dataset.value = vals[t];
+    span.title = `${charName(ch.char)}: p = ${ch.prob.toFixed(3)}; ` +
+      "hcifgo".split("").map((w) => `${w} = ${ch[w][0].toFixed(3)}`).join(", ");
+    return ch.char === "\n" ? [span, document.createTextNode("\n")] : [span];
+  }));
+  const label = what === "surprise" ? "surprise" : `${what}[${unit}]`;
+  const cut = b.start ? `; read from character ${b.start} (the model's context window)` : "";
+  $("in-status").textContent = `layer ${b.layer}, ${label} over ${b.chars.length} characters` +
+    (what === "c" ? ` (full colour at |c| = ${scale.toFixed(2)})` : "") + cut;
+}
+
 // ---- wiring ---------------------------------------------------------------------------------
 document.addEventListener("DOMContentLoaded", () => {
   if (!$("prompt").value) $("prompt").value = "ROMEO:\n";
@@ -247,6 +337,10 @@ document.addEventListener("DOMContentLoaded", () => {
       stop();
     }
   });
+  $("in-run").addEventListener("click", inspect);
+  $("in-what").addEventListener("change", drawHeat);
+  $("in-layer").addEventListener("change", inspect);
+  $("in-unit").addEventListener("change", inspect);
   loadInfo();
   predict();
 });

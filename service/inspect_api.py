@@ -1,0 +1,96 @@
+"""POST /inspect: the LSTM's gates and cell states per character (model/inspect.py), over HTTP.
+
+Where it runs. Not in the engine's decode batch: activations need the whole sequence layer by
+layer (model/inspect.py), and a turn spent on them would stall every stream. So the request
+thread computes them, with ONE torch thread: torch work with several threads from a second
+thread gives it a second OpenMP team, and libgomp, with more workers than cores, then parks the
+engine's workers after every parallel region (see create_app; bench/threads.py measured 511-684
+vs 826-868 µs per batch-1 step). bench/inspect.py measures the decode step while /inspect-sized
+work runs beside it, with one thread and with the engine's count.
+
+torch.set_num_threads sets this thread's team size but also the default that threads which have
+not used torch yet will take, so it is restored afterwards, under a lock: concurrent inspections
+cannot interleave their set and restore, and at most one runs at a time (each is CPU-bound: more
+would only take cores from the engine).
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import torch
+from flask import Blueprint, current_app, jsonify
+
+from model.inspect import UnsupportedCell, activations, cell_of
+from service.api import _encode, _parse  # the same body checks and vocabulary errors as the other endpoints
+from service.errors import APIError
+from service.inspect_schemas import DEFAULT_TOP_UNITS, InspectRequest, InspectResponse
+
+bp = Blueprint("inspect", __name__)
+_one_at_a_time = threading.Lock()
+
+
+def _with_one_thread(fn, deadline: float):
+    if not _one_at_a_time.acquire(timeout=max(0.0, deadline - time.monotonic())):
+        raise APIError(504, "timeout", "another inspection held the server past this request's deadline")
+    try:
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return fn()
+        finally:
+            torch.set_num_threads(before)
+    finally:
+        _one_at_a_time.release()
+
+
+def _invalid(field: str, message: str):
+    return APIError(422, "validation_error", f"invalid request field(s): {field}",
+                    [{"field": field, "message": message, "type": "value_error"}])
+
+
+@bp.post("/inspect")
+def inspect():
+    req = _parse(InspectRequest)
+    ctx = current_app.extensions["charrnn"]
+    model = ctx.model
+    if cell_of(model) != "lstm":
+        raise APIError(422, "unsupported_cell", f"/inspect shows LSTM gates; this model's cell is "
+                       f"{cell_of(model)!r}")
+    layers, hidden = model.cfg.layers, model.cfg.hidden
+    if req.layer is not None and not -layers <= req.layer < layers:
+        raise _invalid("layer", f"the model has {layers} layers: 0 .. {layers - 1} (or -{layers} .. -1)")
+    layer = range(layers)[-1 if req.layer is None else req.layer]
+    if req.units and max(req.units) >= hidden:
+        raise _invalid("units", f"units are 0 .. {hidden - 1}")
+    ids = _encode(req.text, "text", req.unknown_chars).tolist()
+    if not ids:
+        raise _invalid("text", "no character of the text is in the vocabulary")
+    window = getattr(ctx.engine, "max_context", 0)  # the window /predict-next and /generate read
+    start = len(ids) - window if window and len(ids) > window else 0
+    ids = ids[start:]
+
+    def compute():
+        with torch.no_grad():
+            acts, logp = activations(model, ids)
+            acts = acts[layer]
+            std = acts["c"].std(0, unbiased=False) if len(ids) > 1 else torch.zeros(hidden)
+            k = req.top_units or (0 if req.units else DEFAULT_TOP_UNITS)
+            top = torch.topk(std, min(k, hidden)).indices.tolist() if k else []
+            units = list(req.units or []) + [u for u in top if u not in (req.units or [])]
+            idx = torch.tensor(units, dtype=torch.long)
+            cols = {w: acts[w][:, idx].tolist() for w in req.what}  # (T, units) each
+            return top, std, units, cols, logp.tolist()
+
+    try:
+        top, std, units, cols, logp = _with_one_thread(compute, time.monotonic() + ctx.settings.request_timeout_s)
+    except UnsupportedCell as e:
+        raise APIError(422, "unsupported_cell", str(e))
+    vocab = ctx.vocab
+    chars = [{"char": vocab.chars[i], "prob": math.exp(lp), "logprob": lp,
+              **{w: [round(v, 6) for v in cols[w][t]] for w in req.what}} for t, (i, lp) in enumerate(zip(ids, logp))]
+    body = InspectResponse(text=vocab.decode(ids), start=start, cell=cell_of(model), layer=layer, hidden=hidden,
+                           units=units, top_units=[{"unit": u, "c_std": round(float(std[u]), 6)} for u in top],
+                           chars=chars)
+    return jsonify(body.model_dump(exclude_none=True))
