@@ -55,5 +55,25 @@ call POST /generate '{"prompt": "☃ snow"}'; expect 422 '"unknown_characters"'
 call GET /no-such-page; expect 404 '"not_found"'
 call GET /generate; expect 405 '"method_not_allowed"'
 call GET /metrics; expect 200 'charrnn_requests_total' 'charrnn_batch_size_bucket'
-call GET /openapi.json; expect 200 '"openapi"' '"/generate"'
+call GET /openapi.json; expect 200 '"openapi"' '"/generate"' '"/v1/completions"'
+
+# OpenAI-compatible API: the model's id comes from /v1/models; same seed -> same text as /generate
+call GET /v1/models; expect 200 '"object":"list"' '"object":"model"' '"vocab"'
+model=$(sed -E 's/.*"data":\[\{"id":"([^"]*)".*/\1/' <<<"$body")
+[[ -n $model && $model != "$body" ]] || fail "no model id in /v1/models"
+call POST /v1/completions "{\"model\": \"$model\", \"prompt\": \"ROMEO:\", \"max_tokens\": 40, \"seed\": 7, \"temperature\": 0.8}"
+expect 200 '"object":"text_completion"' '"finish_reason":"length"' '"completion_tokens":40'
+v1_text=$(sed -E 's/.*"text":"(([^"\\]|\\.)*)".*/\1/' <<<"$body" | head -c 400)
+call POST /generate '{"prompt": "ROMEO:", "max_new_chars": 40, "seed": 7, "temperature": 0.8}'; expect 200
+[[ $body == *"\"text\":\"$v1_text\""* ]] || fail "/v1/completions and /generate gave different texts for one seed"
+call POST /v1/completions "{\"model\": \"$model\", \"prompt\": \"ROMEO:\", \"max_tokens\": 3, \"logprobs\": 2, \"echo\": true}"
+expect 200 '"token_logprobs":[null,' '"top_logprobs"' '"text_offset"'
+echo "\$ curl -N -X POST $BASE/v1/completions -d '{\"model\": \"$model\", \"prompt\": \"JULIET:\", \"max_tokens\": 8, \"stream\": true}'"
+stream=$(curl -sS -N -m 60 "$BASE/v1/completions" -H 'Content-Type: application/json' \
+  -d "{\"model\": \"$model\", \"prompt\": \"JULIET:\", \"max_tokens\": 8, \"seed\": 3, \"stream\": true}")
+echo "${stream:0:400}"
+[[ $stream == *'"finish_reason": "length"'* && $stream == *'data: [DONE]'* ]] || fail "bad /v1 event stream"
+call POST /v1/completions '{"model": "no-such-model", "prompt": "hi"}'; expect 404 '"code":"model_not_found"'
+call POST /v1/completions "{\"model\": \"$model\", \"prompt\": \"hi\", \"temperature\": 9}"
+expect 400 '"type":"invalid_request_error"' '"param":"temperature"'
 echo "smoke: all checks passed against $BASE"
