@@ -291,7 +291,8 @@ def train(c: TrainConfig, command: str = "") -> dict:
         # One small all-reduce per step: the global mean loss, and whether any rank must stop
         # (a signal or --max-minutes), so all ranks leave the loop at the same step.
         local_stop = stop.set or bool(c.max_minutes and time.time() - run.t0 > 60 * c.max_minutes)
-        loss, stops = distributed.all_sum(d, [loss * (rows[1] - rows[0]) / c.batch_size, float(local_stop)])
+        share_of_mean = loss * (rows[1] - rows[0]) / c.batch_size if d.on else loss  # alone: the loss as is
+        loss, stops = distributed.all_sum(d, [share_of_mean, float(local_stop)])
         meter["loss"], meter["n"] = meter["loss"] + loss, meter["n"] + 1
         bar.update(1)
         if run.step % c.eval_every == 0 or run.step == c.max_steps:
