@@ -9,6 +9,15 @@ from model.fused import fp16_available
 pytestmark = pytest.mark.skipif(not SHIPPED.with_suffix(".safetensors").exists(), reason="no shipped weights")
 
 
+@pytest.fixture
+def two_threads():
+    """The whole validation split runs faster on two threads; the rest of the suite keeps conftest's one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_card_and_size():
     model, vocab, card = load_weights(SHIPPED)
     assert SHIPPED.with_suffix(".safetensors").stat().st_size <= 25e6
@@ -21,14 +30,13 @@ def test_card_and_size():
 
 
 @pytest.mark.skipif(not SHAKESPEARE.exists(), reason="tinyshakespeare not present")
-def test_validation_loss_is_at_most_1_47():
+def test_validation_loss_is_at_most_1_47(two_threads):
     from model.data import load_corpus
     from model.evaluate import evaluate_ids
 
     model, vocab, card = load_weights(SHIPPED)
     corpus = load_corpus(SHAKESPEARE)
     assert corpus.vocab.chars == vocab.chars
-    torch.set_num_threads(2)
     nll, n = evaluate_ids(model, corpus.split("val"))
     assert n == 111_539
     assert nll / n <= 1.47
@@ -37,13 +45,12 @@ def test_validation_loss_is_at_most_1_47():
 
 @pytest.mark.skipif(not SHAKESPEARE.exists() or not fp16_available(), reason="needs tinyshakespeare and fbgemm fp16")
 @pytest.mark.parametrize("chunk", [512, 1], ids=["whole-sequence", "decode-step"])
-def test_fp16_inference_costs_less_than_0_01_nats(chunk):
+def test_fp16_inference_costs_less_than_0_01_nats(chunk, two_threads):
     """The service's default CPU precision, through both paths it uses, on the whole validation split."""
     from model.data import load_corpus
     from model.evaluate import evaluate_ids
 
     model, vocab, card = load_weights(SHIPPED)
     model.set_precision("fp16")
-    torch.set_num_threads(2)
     nll, n = evaluate_ids(model, load_corpus(SHAKESPEARE).split("val"), chunk=chunk)
     assert abs(nll / n - card["training"]["best_val_loss"]) <= 0.01
