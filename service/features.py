@@ -7,7 +7,6 @@ raised as FeatureError(field, message) and each API turns them into its own erro
 from __future__ import annotations
 
 import json
-import math
 import select
 import subprocess
 import sys
@@ -46,12 +45,16 @@ def check_bans(vocab, bias: tuple[tuple[int, float], ...], field: str = "logit_b
 
 def char_logprobs(vocab, text: str, entries: list) -> list[dict]:
     """/generate's shape: [{"char", "logprob", "top": [{"char", "logprob"}]}] per character."""
-    return [{"char": ch, "logprob": lp, "top": [{"char": vocab.chars[i], "logprob": v} for i, v in top]}
+    return [{"char": ch, "logprob": floor(lp),
+             "top": [{"char": vocab.chars[i], "logprob": floor(v)} for i, v in top]}
             for ch, (lp, top) in zip(text, entries)]
 
 
-def finite(x: float) -> float | None:
-    return x if math.isfinite(x) else None
+FLOOR = -9999.0  # JSON has no -inf: a character with no probability at all (as vLLM reports it)
+
+
+def floor(x: float) -> float:
+    return x if x > FLOOR else FLOOR  # NaN too (x > FLOOR is False)
 
 
 class RegexCompiler:

@@ -15,14 +15,15 @@ import time
 import uuid
 from pathlib import Path
 
-from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
+from flask import Blueprint, Response, current_app, jsonify, stream_with_context
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from model.sampling import SamplingParams
 from service.api import _ctx, _drain, _engine_error, _events, _parse, _submit
+from service.engine import Event
 from service.errors import APIError, log
-from service.features import FeatureError, banned, check_bans, regex_compiler
+from service.features import FeatureError, banned, check_bans, floor, regex_compiler
 from service.openai_schemas import CompletionRequest, max_prompts, served_id
 
 bp = Blueprint("openai", __name__, url_prefix="/v1")
@@ -31,7 +32,6 @@ TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permis
          404: "invalid_request_error", 405: "invalid_request_error", 413: "invalid_request_error",
          422: "invalid_request_error", 429: "rate_limit_error", 500: "server_error", 503: "server_error",
          504: "server_error"}
-FLOOR = -9999.0  # JSON has no -inf: a character with no probability at all (as vLLM reports it)
 
 
 def openai_error(status: int, message: str, type: str | None = None, param: str | None = None,
@@ -141,15 +141,15 @@ def _params(req: CompletionRequest) -> SamplingParams:
 
 
 def _top(vocab, top: list, ch: str, lp: float) -> dict:
-    d = {vocab.chars[i]: max(v, FLOOR) for i, v in top}
-    d.setdefault(ch, max(lp, FLOOR))  # OpenAI: the chosen token is always among them
+    d = {vocab.chars[i]: floor(v) for i, v in top}
+    d.setdefault(ch, floor(lp))  # OpenAI: the chosen token is always among them
     return d
 
 
 def _legacy(vocab, chars: str, entries: list, offset: int) -> dict:
     """OpenAI's legacy logprobs for `chars` (entries: (logprob, top) or None each), offsets from `offset`."""
     return {"tokens": list(chars),
-            "token_logprobs": [None if e is None else max(e[0], FLOOR) for e in entries],
+            "token_logprobs": [None if e is None else floor(e[0]) for e in entries],
             "top_logprobs": [None if e is None else _top(vocab, e[1], ch, e[0]) for ch, e in zip(chars, entries)],
             "text_offset": list(range(offset, offset + len(chars)))}
 
@@ -180,7 +180,8 @@ def completions():
         raise _bad("prompt", f"at most {max_prompts(ctx.settings)} prompts per request (max_batch / max_n)")
     params = _params(req)
     try:
-        constraint = None if req.regex is None else regex_compiler(current_app).compile(req.regex, banned(params.logit_bias))
+        constraint = (None if req.regex is None
+                      else regex_compiler(current_app).compile(req.regex, banned(params.logit_bias)))
     except FeatureError as e:
         raise _bad("regex", e.message) from None
     seed = req.seed if req.seed is not None else random.SystemRandom().randrange(2**31)
@@ -206,14 +207,14 @@ def completions():
     try:
         for i, kind, value in _events(events, deadline):
             c = choices[i] if i is not None else None
-            if kind == "text":
+            if kind == Event.TEXT:
                 c.text += value
-            elif kind == "logprobs":
+            elif kind == Event.LOGPROBS:
                 c.lps += value
-            elif kind == "prompt_logprobs":
+            elif kind == Event.PROMPT_LOGPROBS:
                 c.scored += value
-            elif kind in ("done", "logits"):  # logits: max_tokens 0, nothing generated
-                c.reason = value if kind == "done" else "length"
+            elif kind in (Event.DONE, Event.LOGITS):  # logits: max_tokens 0, nothing generated
+                c.reason = value if kind == Event.DONE else "length"
                 if all(x.reason for x in choices):
                     break
             else:
@@ -251,10 +252,10 @@ def _stream(seqs, choices, events, deadline, head, req, usage, seed):
                 out = []
                 for i, kind, value in _drain(events, ev):
                     c = choices[i] if i is not None else None
-                    if kind == "prompt_logprobs":
+                    if kind == Event.PROMPT_LOGPROBS:
                         c.scored += value
                         continue
-                    if kind == "logprobs":  # those of the text event that follows
+                    if kind == Event.LOGPROBS:  # those of the text event that follows
                         pending[i] = value
                         continue
                     if c is not None and echo and not c.started:  # the prompt first, once scored
@@ -262,7 +263,7 @@ def _stream(seqs, choices, events, deadline, head, req, usage, seed):
                         out.append(chunk(i, c.prompt, lp, None))
                     if c is not None:
                         c.started = True
-                    if kind == "text":
+                    if kind == Event.TEXT:
                         if first:
                             ctx.metrics.ttfc.observe(time.monotonic() - t0)
                             first = False
@@ -270,8 +271,8 @@ def _stream(seqs, choices, events, deadline, head, req, usage, seed):
                         lp = _legacy(ctx.vocab, value, pending.pop(i, []), offset) if want else None
                         c.text += value
                         out.append(chunk(i, value, lp, None))
-                    elif kind in ("done", "logits"):
-                        out.append(chunk(i, "", None, value if kind == "done" else "length"))
+                    elif kind in (Event.DONE, Event.LOGITS):
+                        out.append(chunk(i, "", None, value if kind == Event.DONE else "length"))
                         open_.discard(i)
                     else:  # the status line is gone: the error travels as an event the client raises
                         e = _engine_error(kind, value)

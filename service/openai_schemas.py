@@ -25,7 +25,8 @@ class CompletionRequest(Strict):
     prompt: str | list[str] | list[int] | list[list[int]] | None = Field(
         "", description="a string, a list of strings (each its own group of n choices), or vocabulary indices "
         "(a list, or a list of lists); empty = the start of a text")
-    max_tokens: int | None = Field(16, ge=0, description="characters to generate per choice (0 with echo: score the prompt)")
+    max_tokens: int | None = Field(16, ge=0, description="characters to generate per choice (0 with echo: score "
+                                   "the prompt)")
     temperature: float | None = Field(1.0, ge=0, le=2, description="softmax temperature; 0 = greedy")
     top_p: float | None = Field(1.0, gt=0, le=1, description="nucleus sampling: only the most likely characters "
                                 "whose probabilities add up to top_p")
@@ -119,8 +120,10 @@ class CompletionRequest(Strict):
 class LegacyLogprobs(BaseModel):
     """OpenAI's legacy (completions) logprobs: one entry per character."""
     tokens: list[str] = Field(description="the characters")
-    token_logprobs: list[float | None] = Field(description="each character's logprob; null for the first of an echoed prompt")
-    top_logprobs: list[dict[str, float] | None] = Field(description="the most likely characters at each position (and the chosen one)")
+    token_logprobs: list[float | None] = Field(description="each character's logprob; null for the first of an "
+                                               "echoed prompt")
+    top_logprobs: list[dict[str, float] | None] = Field(description="the most likely characters at each position "
+                                                        "(and the chosen one)")
     text_offset: list[int] = Field(description="each character's offset in the choice's text")
 
 
