@@ -5,7 +5,7 @@ layer (model/inspect.py), and a turn spent on them would stall every stream. So 
 thread computes them, with ONE torch thread: torch work with several threads from a second
 thread gives it a second OpenMP team, and libgomp, with more workers than cores, then parks the
 engine's workers after every parallel region (see create_app; bench/threads.py measured 511-684
-vs 826-868 µs per batch-1 step). bench/inspect.py measures the decode step while /inspect-sized
+vs 826-868 µs per batch-1 step). bench/inspect_cost.py measures the decode step while /inspect-sized
 work runs beside it, with one thread and with the engine's count.
 
 torch.set_num_threads sets this thread's team size but also the default that threads which have
