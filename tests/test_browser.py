@@ -60,18 +60,16 @@ def browser(tmp_path_factory):
     driver.quit()
 
 
-@pytest.fixture(scope="module")
-def server():
-    """gunicorn (the production config) with the shipped model on a free port."""
+def gunicorn(**env):
+    """gunicorn (the production config) with the shipped model on a free port; yields its URL."""
     if not SHIPPED.with_suffix(".safetensors").exists():
         pytest.skip("shipped weights absent")
     port = free_port()
     env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "CHARRNN_WEIGHTS": str(SHIPPED.relative_to(ROOT)),
            "WEB_CONCURRENCY": "1", "CHARRNN_HTTP_THREADS": "16", "CHARRNN_MAX_NEW_CHARS": str(LONG),
-           "CHARRNN_TORCH_THREADS": "1"}  # speed is not tested here; one thread suffers least on a busy machine
-    gunicorn = Path(sys.executable).with_name("gunicorn")
-    proc = subprocess.Popen([str(gunicorn), "-c", "gunicorn.conf.py"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+           "CHARRNN_TORCH_THREADS": "1", **env}  # speed is not tested here; one thread suffers least on a busy machine
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("gunicorn")), "-c", "gunicorn.conf.py"], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline and proc.poll() is None:
@@ -80,12 +78,19 @@ def server():
             break
         except OSError:
             time.sleep(0.2)
-    yield base
-    proc.terminate()
     try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server():
+    yield from gunicorn()
 
 
 def post(base, path, body) -> dict:
@@ -293,3 +298,17 @@ def test_inside_view_colours_the_text_by_a_unit_and_changes_with_it(server, brow
     Select(by_id(browser, "in-what")).select_by_value("surprise")  # colour by surprise: no new request
     wait(browser, lambda d: "surprise" in by_id(d, "in-status").text)
     assert [float(v) for v, _ in heat(browser)] == pytest.approx([-c["logprob"] for c in want], abs=1e-5)
+
+
+def test_the_page_asks_for_the_api_key_a_server_requires(browser):
+    for base in gunicorn(CHARRNN_API_KEY="s3cret-key"):
+        browser.get(base + "/")
+        err = by_id(browser, "error")
+        wait(browser, lambda d: err.is_displayed() and "needs an API key" in err.text)
+        assert by_id(browser, "key-box").get_attribute("open") is not None
+        box = by_id(browser, "api-key")
+        box.send_keys("s3cret-key\t")  # typed, then left: the page retries with it
+        wait(browser, lambda d: "LSTM" in by_id(d, "card").text and first_bar(d) is not None)
+        by_id(browser, "in-run").click()  # every call carries the key, /inspect too
+        wait(browser, lambda d: len(d.find_elements("css selector", "#heat span")) > 0)
+        browser.execute_script("sessionStorage.clear()")

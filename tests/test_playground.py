@@ -22,7 +22,7 @@ def test_pages_and_every_asset_they_load_are_served(client):
             assert got.status_code == 200 and len(got.data) > 100, a
     js = client.get("/ui/playground.js").data.decode()
     assert not re.search(r"https?://", js)  # the script calls this server only
-    assert {"/info", "/predict-next", "/generate"} <= set(re.findall(r'fetch\("(/[\w-]+)"', js))
+    assert {"/info", "/predict-next", "/generate"} <= set(re.findall(r'(?:fetch|call)\("(/[\w-]+)"', js))
 
 
 def test_only_the_swagger_ui_files_the_page_needs_are_served(client):

@@ -12,11 +12,31 @@ function charName(ch) {
   return { "\n": "newline", " ": "space", "\t": "tab" }[ch] ?? ch;
 }
 
+// ---- requests: JSON in and out, with the API key when the server wants one --------------------
+// The key (only needed where the server sets CHARRNN_API_KEY) lives in this tab's sessionStorage.
+function call(path, body, signal) {
+  const headers = {};
+  const key = sessionStorage.getItem("charrnn-key");
+  if (key) headers.Authorization = `Bearer ${key}`;
+  if (body === undefined) return fetch(path, { headers, signal });
+  headers["Content-Type"] = "application/json";
+  return fetch(path, { method: "POST", headers, signal, body: JSON.stringify(body) });
+}
+
+function askForKey() {
+  $("key-box").open = true;
+  $("api-key").focus();
+}
+
 // ---- errors: the API's {"error": {type, message, details}} as a sentence ----------------------
 async function apiError(resp) {
   let body = null;
   try { body = await resp.json(); } catch (_) { /* not JSON */ }
   const e = body && body.error;
+  if (resp.status === 401) {
+    askForKey();
+    return "This server needs an API key: enter it under “API key” above. " + (e ? `(${e.message})` : "");
+  }
   if (!e) return `HTTP ${resp.status}`;
   return describe(e, resp.status);
 }
@@ -39,7 +59,7 @@ function showError(msg) {
 // ---- model card -----------------------------------------------------------------------------
 async function loadInfo() {
   try {
-    const resp = await fetch("/info");
+    const resp = await call("/info");
     if (!resp.ok) throw new Error(await apiError(resp));
     const info = await resp.json();
     state.info = info;
@@ -72,10 +92,7 @@ async function predict() {
   const ctrl = (state.predict = new AbortController());
   const text = $("prompt").value;
   try {
-    const resp = await fetch("/predict-next", {
-      method: "POST", headers: { "Content-Type": "application/json" }, signal: ctrl.signal,
-      body: JSON.stringify({ text, top_k: 10 }),
-    });
+    const resp = await call("/predict-next", { text, top_k: 10 }, ctrl.signal);
     if (!resp.ok) {
       const msg = await apiError(resp);
       $("bars").replaceChildren();
@@ -166,10 +183,7 @@ async function generate() {
   const t0 = performance.now();
   let chars = 0, seed = null;
   try {
-    const resp = await fetch("/generate", {
-      method: "POST", headers: { "Content-Type": "application/json" }, signal: ctrl.signal,
-      body: JSON.stringify(body),
-    });
+    const resp = await call("/generate", body, ctrl.signal);
     if (!resp.ok) throw new Error(await apiError(resp));
     seed = resp.headers.get("X-Seed");
     const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -262,10 +276,7 @@ async function inspect() {
                  top_units: 10, unknown_chars: "skip" };
   $("in-status").textContent = "reading…";
   try {
-    const resp = await fetch("/inspect", {
-      method: "POST", headers: { "Content-Type": "application/json" }, signal: ctrl.signal,
-      body: JSON.stringify(body),
-    });
+    const resp = await call("/inspect", body, ctrl.signal);
     if (!resp.ok) throw new Error(await apiError(resp));
     inside.body = await resp.json();
     drawTop();
@@ -338,6 +349,12 @@ document.addEventListener("DOMContentLoaded", () => {
     }
   });
   $("in-run").addEventListener("click", inspect);
+  $("api-key").value = sessionStorage.getItem("charrnn-key") || "";
+  $("api-key").addEventListener("change", () => {
+    sessionStorage.setItem("charrnn-key", $("api-key").value.trim());
+    loadInfo();
+    predict();
+  });
   $("in-what").addEventListener("change", drawHeat);
   $("in-layer").addEventListener("change", inspect);
   $("in-unit").addEventListener("change", inspect);
