@@ -12,7 +12,7 @@ import torch
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
 
 from model.sampling import SamplingParams
-from service.engine import NotRunning, QueueFull
+from service.engine import Event, NotRunning, QueueFull
 from service.errors import APIError
 from service.features import FeatureError, banned, bias_ids, char_logprobs, check_bans, regex_compiler
 from service.schemas import (Completion, GenerateRequest, GenerateResponse, PredictRequest, PredictResponse,
@@ -64,7 +64,7 @@ def _events(events: queue.Queue, deadline: float):
         try:
             yield events.get(timeout=max(0.0, deadline - time.monotonic()) + 1.0)
         except queue.Empty:
-            yield None, "timeout", None
+            yield None, Event.TIMEOUT, None
 
 
 def _drain(events: queue.Queue, first):
@@ -76,16 +76,16 @@ def _drain(events: queue.Queue, first):
             ev = events.get_nowait()
         except queue.Empty:
             return out
-        if ev[1] == "text" and out[-1][1] == "text" and out[-1][0] == ev[0]:
-            out[-1] = (ev[0], "text", out[-1][2] + ev[2])
+        if ev[1] == Event.TEXT and out[-1][1] == Event.TEXT and out[-1][0] == ev[0]:
+            out[-1] = (ev[0], Event.TEXT, out[-1][2] + ev[2])
         else:
             out.append(ev)
 
 
 def _engine_error(kind, value):
-    if kind == "timeout":
+    if kind == Event.TIMEOUT:
         return APIError(504, "timeout", f"request not finished within {_ctx().settings.request_timeout_s} s")
-    return APIError(503 if value == "server shutting down" else 500, "engine_error", value or "internal error")
+    return APIError(503 if kind == Event.SHUTDOWN else 500, "engine_error", value or "internal error")
 
 
 @bp.post("/predict-next")
@@ -99,7 +99,7 @@ def predict_next():
     _submit([seq])
     try:
         for _, kind, value in _events(events, deadline):
-            if kind == "logits":
+            if kind == Event.LOGITS:
                 break
             raise _engine_error(kind, value)
     finally:
@@ -140,11 +140,11 @@ def generate():
     texts, reasons, lps = [""] * req.n, [None] * req.n, [[] for _ in range(req.n)]
     try:
         for i, kind, value in _events(events, deadline):
-            if kind == "text":  # a plain answer gets its text in one piece: no time-to-first-char here
+            if kind == Event.TEXT:  # a plain answer gets its text in one piece: no time-to-first-char here
                 texts[i] += value
-            elif kind == "logprobs":
+            elif kind == Event.LOGPROBS:
                 lps[i] += value
-            elif kind == "done":
+            elif kind == Event.DONE:
                 reasons[i] = value
                 if all(reasons):
                     break
@@ -186,10 +186,10 @@ def _stream(seqs, events, deadline, seed, t0):
             for ev in _events(events, deadline):
                 out = []
                 for i, kind, value in _drain(events, ev):
-                    if kind == "logprobs":  # those of the text event that follows
+                    if kind == Event.LOGPROBS:  # those of the text event that follows
                         lps[i] = value
                         continue
-                    if kind == "text":
+                    if kind == Event.TEXT:
                         if first:
                             ctx.metrics.ttfc.observe(time.monotonic() - t0)
                             first = False
@@ -199,7 +199,7 @@ def _stream(seqs, events, deadline, seed, t0):
                         out.append(sse(chunk))
                         continue
                     for j in [i] if i is not None else sorted(open_):
-                        if kind == "done":
+                        if kind == Event.DONE:
                             out.append(sse({"index": j, "text": "", "finish_reason": value,
                                             "generated_chars": len(seqs[j].text)}))
                         else:  # the status line is gone; the error travels as an event

@@ -16,6 +16,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import torch
 
@@ -36,6 +37,19 @@ class QueueFull(Exception):
 
 class NotRunning(Exception):
     pass
+
+
+class Event(StrEnum):
+    """The kinds of what the engine puts on a request's queue, as (index, kind, value).
+    (A StrEnum: equal to its plain string too.)"""
+    TEXT = "text"                # value: the next piece of final text of completion `index`
+    LOGPROBS = "logprobs"        # value: the logprob entries of the TEXT event that follows
+    PROMPT_LOGPROBS = "prompt_logprobs"  # value: entries scoring a chunk of the prompt (echo)
+    LOGITS = "logits"            # value: (V,) next-character logits (max_new == 0: the answer)
+    DONE = "done"                # value: the finish reason ("stop" | "length")
+    TIMEOUT = "timeout"          # past its deadline
+    ERROR = "error"              # value: a message; the engine failed this sequence (logged)
+    SHUTDOWN = "shutdown"        # value: a message; the engine stopped before the sequence finished
 
 
 @dataclass(eq=False)
@@ -79,15 +93,15 @@ class Sequence:
 
     def _emit_text(self, end: int):
         if self.logprobs is not None:  # the entries of exactly the text that follows
-            self.emit("logprobs", self.lps[self.emitted:end])
-        self.emit("text", self.text[self.emitted:end])
+            self.emit(Event.LOGPROBS, self.lps[self.emitted:end])
+        self.emit(Event.TEXT, self.text[self.emitted:end])
         self.emitted = end
 
     def _finish(self, reason: str):
         if self.emitted < len(self.text):
             self._emit_text(len(self.text))
         self.done = True
-        self.emit("done", reason)
+        self.emit(Event.DONE, reason)
 
     def score(self, logits: torch.Tensor, ids: torch.Tensor):
         """Echo with logprobs: score a chunk of context ids (n,) from the logits after each (n, V);
@@ -96,7 +110,7 @@ class Sequence:
         entries = [None] if self.logits is None else []
         chosen, vals, top = token_logprobs(pred, ids[len(entries):], self.score_prompt)
         entries += [(c, list(zip(t, v))) for c, t, v in zip(chosen.tolist(), top.tolist(), vals.tolist())]
-        self.emit("prompt_logprobs", entries)
+        self.emit(Event.PROMPT_LOGPROBS, entries)
 
     def push(self, ch: str, idx: int, lp: tuple | None = None) -> bool:
         """Append a sampled character (lp: its logprob entry); emit what is final; -> True when done."""
@@ -245,13 +259,13 @@ class Engine:
                 log.exception("decode step failed; looking for the rows responsible")
                 self._isolate_decode()
         for s in list(self._pending) + self._prefilling + self._batch:
-            s.emit("error", "server shutting down")
+            s.emit(Event.SHUTDOWN, "server shutting down")
 
     def _fail(self, s: Sequence):
         if s.done:  # already answered (or timed out): one ending per sequence
             return
         s.done = True
-        s.emit("error", "internal error")
+        s.emit(Event.ERROR, "internal error")
 
     def _isolate_prefill(self):
         """A batched prefill chunk failed: run each of its sequences alone and fail only those that
@@ -297,7 +311,7 @@ class Engine:
         for s in self._prefilling + self._batch:
             if not s.done and not s.cancelled and now > s.deadline:
                 s.done = True
-                s.emit("timeout")
+                s.emit(Event.TIMEOUT)
         self._prefilling = [s for s in self._prefilling if not (s.cancelled or s.done)]
         self._keep([i for i, s in enumerate(self._batch) if not (s.cancelled or s.done)])
 
@@ -355,7 +369,7 @@ class Engine:
                 still.append(s)
             elif s.max_new == 0:  # /predict-next: the distribution is the answer
                 s.done = True
-                s.emit("logits", s.logits[0].float().cpu())
+                s.emit(Event.LOGITS, s.logits[0].float().cpu())
             else:
                 self._join(s)
         self._prefilling = still

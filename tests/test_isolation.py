@@ -83,3 +83,24 @@ def test_a_fault_that_is_nobodys_in_particular_still_fails_the_batch(engine):
         engine.model.forward = forward
     assert [ending for _, ending in out] == ["error"] * 3
     assert run(engine, innocents(engine)[:1])[0][1] == "done"
+
+
+def test_a_stopped_engine_says_shutdown_and_the_api_answers_503_not_500(tiny_model):
+    """The HTTP status follows the event's kind, never the wording of its message."""
+    from service.api import _engine_error
+    from service.engine import Event
+
+    model, vocab = tiny_model
+    eng = Engine(model, vocab, max_batch=4, max_queue=4, prefix_cache=0).start()
+    seq = eng.new_sequence([1, 2], params=SamplingParams(temperature=1.0), seed=1, max_new=10**6, stops=[],
+                           deadline=time.monotonic() + 60, events=queue.Queue())
+    eng.submit([seq])
+    while seq.events.empty():  # running: its first text is out
+        time.sleep(0.01)
+    eng.stop()
+    kinds = []
+    while not seq.events.empty():
+        kinds.append(seq.events.get_nowait()[1])
+    assert kinds[-1] is Event.SHUTDOWN
+    assert _engine_error(Event.SHUTDOWN, "server shutting down").status == 503
+    assert _engine_error(Event.ERROR, "server shutting down").status == 500
