@@ -19,8 +19,10 @@ class Metrics:
         self.generated = Counter("charrnn_generated_chars", "characters generated", registry=r)
         self.prompt_chars = Counter("charrnn_prompt_chars", "prompt characters read (prefill)", registry=r)
         self.queue_depth = Gauge("charrnn_queue_depth", "sequences waiting to join the batch", registry=r)
-        self.cache_hits = Gauge("charrnn_prefix_cache_hits", "prompts that reused a cached LSTM state", registry=r)
+        self.cache_hits = Gauge("charrnn_prefix_cache_hits", "prompts that reused a cached model state", registry=r)
         self.cache_lookups = Gauge("charrnn_prefix_cache_lookups", "prompts looked up in the prefix cache", registry=r)
+        self.cache_bytes = Gauge("charrnn_prefix_cache_bytes", "tensor bytes held by the prefix cache's entries",
+                                 registry=r)
         self.active = Gauge("charrnn_active_sequences", "sequences prefilling or decoding", registry=r)
 
     def step(self, batch: int):
@@ -35,4 +37,5 @@ class Metrics:
             if engine.cache is not None:
                 self.cache_hits.set(engine.cache.hits)
                 self.cache_lookups.set(engine.cache.lookups)
+                self.cache_bytes.set(engine.cache.nbytes)
         return generate_latest(self.registry)

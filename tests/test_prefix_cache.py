@@ -47,4 +47,6 @@ def test_cached_and_uncached_answers_agree(make_app):
     first = cached.post("/generate", json=req).get_json()
     assert cached.post("/generate", json=req).get_json() == first == plain.post("/generate", json=req).get_json()
     assert engine.cache.hits == 4
-    assert "charrnn_prefix_cache_hits 4.0" in cached.get("/metrics").data.decode()
+    metrics = cached.get("/metrics").data.decode()
+    assert "charrnn_prefix_cache_hits 4.0" in metrics
+    assert f"charrnn_prefix_cache_bytes {float(engine.cache.nbytes)}" in metrics and engine.cache.nbytes > 0
