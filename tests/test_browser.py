@@ -137,11 +137,12 @@ def open_page(driver, base):
     wait(driver, lambda d: "LSTM" in by_id(d, "card").text and first_bar(d) is not None)
 
 
-def screenshot(driver, tmp_path, name) -> Path:
+def screenshot(driver, tmp_path, name, element=None) -> Path:
+    """The window (or one element of it) as PNG, into CHARRNN_SCREENSHOT_DIR when set."""
     folder = Path(os.environ.get("CHARRNN_SCREENSHOT_DIR") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
-    assert driver.save_screenshot(str(path))
+    assert (element or driver).screenshot(str(path)) if element else driver.save_screenshot(str(path))
     return path
 
 
@@ -272,7 +273,7 @@ def heat(driver) -> list[tuple[str, str]]:
 
 def test_inside_view_colours_the_text_by_a_unit_and_changes_with_it(server, browser, tmp_path):
     open_page(browser, server)
-    text = "ROMEO:\nWhat light through yonder window breaks?\n"
+    text = "ROMEO:\nWhat light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n"
     type_prompt(browser, text)
     by_id(browser, "in-run").click()
     wait(browser, lambda d: len(d.find_elements("css selector", "#in-top button")) == 10)
@@ -291,8 +292,8 @@ def test_inside_view_colours_the_text_by_a_unit_and_changes_with_it(server, brow
     want = post(server, "/inspect", {"text": text, "units": [unit], "top_units": 10})["chars"]
     assert [float(v) for v, _ in spans2] == pytest.approx([c["c"][0] for c in want], abs=1e-5)
     assert [bg for _, bg in spans2] != [bg for _, bg in spans]
-    browser.execute_script("document.getElementById('inside').scrollIntoView()")
-    screenshot(browser, tmp_path, "inside.png")
+    browser.execute_script("window.scrollTo(0, document.body.scrollHeight)")
+    screenshot(browser, tmp_path, "inside.png", by_id(browser, "inside"))
 
     from selenium.webdriver.support.ui import Select
     Select(by_id(browser, "in-what")).select_by_value("surprise")  # colour by surprise: no new request
