@@ -1,9 +1,13 @@
 """Decode-step time per batch size: the engine's fused step (fp32 and fp16 matrices) vs the
-naive nn.LSTM step, against the memory roofline (fp32 weight bytes / best fp32 gemv bandwidth)
-and the compute roofline (best fp32 sgemm FLOP/s at the same batch), measured in the same run
-in interleaved rounds; then prompt prefill (whole-sequence LSTM: fp32 oneDNN, fp32 native, fp16).
+naive step through the nn module (nn.LSTM, nn.GRU or nn.RNN), against the cell's memory roofline
+(the fp32 bytes its step reads / best fp32 gemv bandwidth) and compute roofline (2 FLOPs x its
+recurrent and head weights x batch / best fp32 sgemm FLOP/s at that batch), measured in the same
+run in interleaved rounds; then prompt prefill (whole-sequence module: fp32 oneDNN, fp32 native,
+fp16). Per cell, a step reads W_hh of layer 0 (gates x H x H: LSTM 4, GRU 3, RNN 1), all of an
+upper layer's W_ih and W_hh, and the head; layer 0's input term is one row of a table.
 
-    python bench/decode.py [--weights weights/shakespeare] [--batches 1,8,64,128] [--threads N]
+    python bench/decode.py [--weights weights/shakespeare | --cells lstm,gru,rnn]
+                           [--batches 1,8,64,128] [--threads N]
 
 Run it on a quiet machine. Prints a table and, last, one JSON line.
 """
@@ -104,9 +108,10 @@ def feature_costs(model, vocab, batches: list[int], rounds: int) -> list[dict]:
         raw = torch.randn(B, len(vocab)) * 3
         fns = {}
         for name, (rows, feats, extra) in variants.items():
-            batch = [engine.new_sequence([1, 2, 3], SamplingParams(temperature=0.8, **(extra if rows == "all" or i == 0 else {})),
-                                         i, 10**9, [], math.inf, queue.Queue(), i, False,
-                                         **(feats if rows == "all" or i == 0 else {})) for i in range(B)]
+            mine = rows == "all"
+            batch = [engine.new_sequence([1, 2, 3], params=SamplingParams(temperature=0.8, **(extra if mine or i == 0 else {})),
+                                         seed=i, max_new=10**9, stops=[], deadline=math.inf, events=queue.Queue(),
+                                         index=i, stream=False, **(feats if mine or i == 0 else {})) for i in range(B)]
             t = engine._batch_params(batch)
 
             def step(batch=batch, t=t):
@@ -136,7 +141,8 @@ def main():
     from model.vocab import Vocab
 
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--weights", default=None, help="default: a random 2x512 model (same shape as shipped)")
+    ap.add_argument("--weights", default=None, help="default: random 2x512 models (the shipped shape), one per --cells")
+    ap.add_argument("--cells", default="lstm", help="without --weights: the cells to measure, e.g. lstm,gru,rnn")
     ap.add_argument("--batches", default="1,8,64,128")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds per batch size (median taken)")
@@ -146,9 +152,12 @@ def main():
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     if args.weights:
-        model, vocab = load_weights(args.weights)[:2]
+        loaded, vocab, _ = load_weights(args.weights)
+        models = [loaded]
     else:
-        model, vocab = CharRNN(ModelConfig(65, 128, 512, 2)).eval(), Vocab(list(SHAKESPEARE_CHARS))
+        vocab = Vocab(list(SHAKESPEARE_CHARS))
+        models = [CharRNN(ModelConfig(65, 128, 512, 2, cell=c)).eval() for c in args.cells.split(",")]
+    model = models[0]
     batches = [int(b) for b in args.batches.split(",")]
     features = feature_costs(model, vocab, batches, args.rounds)
     print("sampling per decode step (host side, Engine._sample), CPU µs; + = over the same batch without features:")
@@ -162,13 +171,21 @@ def main():
     if args.features_only:
         print(json.dumps({"threads": torch.get_num_threads(), "features": features}))
         return
-    cfg = model.cfg
     precisions = ["fp32"] + (["fp16"] if fp16_available() else [])
+    cells = [step_and_prefill(m, batches, precisions, args.rounds) for m in models]
+    print(json.dumps({"threads": torch.get_num_threads(), "cells": cells, "features": features}))
+
+
+def step_and_prefill(model, batches: list[int], precisions: list[str], rounds: int) -> dict:
+    """The decode-step table and the prefill lines of one model (one cell); -> its JSON figures."""
+    from model.network import CharRNN
+
+    cfg = model.cfg
     steps = {p: model.set_precision(p).fused_step() for p in precisions}
-    # Bytes an fp32 step must read: W_hh_l0, [W_ih | W_hh] of upper layers, the head (the layer-0
+    # Bytes an fp32 step must read: W_hh_l0, W_ih and W_hh of upper layers, the head (the layer-0
     # input term is one row of a precomputed table). The roofline is in these fp32 bytes.
     step_bytes = steps["fp32"].nbytes
-    lstm_head = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("embed"))
+    core_head = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("embed"))
 
     rows = []
     for B in batches:
@@ -179,7 +196,8 @@ def main():
             def run():
                 torch.backends.mkldnn.enabled = mkldnn
                 try:
-                    return timeit(lambda: model.head(model.lstm(model.embed(x), state)[0]), min_time=0.15)
+                    return timeit(lambda: model.head(CharRNN.run_core(model.core, model.embed(x), state)[0]),
+                                  min_time=0.15)
                 finally:
                     torch.backends.mkldnn.enabled = True
             return run
@@ -187,26 +205,27 @@ def main():
         fns = {p: (lambda f=f: timeit(lambda: f(x[:, 0], state), min_time=0.15)) for p, f in steps.items()}
         fns.update({"naive_onednn": naive(True), "naive_native": naive(False),
                     "mem_floor": lambda: best_gemv_seconds(step_bytes), "flops": lambda: best_gemm_flops(B)})
-        m = interleaved(fns, args.rounds)
-        compute_floor = 2 * lstm_head * B / m["flops"]
+        m = interleaved(fns, rounds)
+        compute_floor = 2 * core_head * B / m["flops"]
         floor = max(m["mem_floor"], compute_floor)
         r = {"batch": B, "naive_onednn_us": m["naive_onednn"] * 1e6, "naive_native_us": m["naive_native"] * 1e6,
              "memory_floor_us": m["mem_floor"] * 1e6, "compute_floor_us": compute_floor * 1e6}
         for p in precisions:
             r[f"{p}_us"], r[f"{p}_of_roofline"], r[f"{p}_chars_per_s"] = m[p] * 1e6, floor / m[p], B / m[p]
         rows.append(r)
-    print(f"{cfg.layers}x{cfg.hidden} LSTM, {torch.get_num_threads()} threads; an fp32 step reads "
+    name = cfg.cell.upper()
+    print(f"\n{cfg.layers}x{cfg.hidden} {name}, {torch.get_num_threads()} threads; an fp32 step reads "
           f"{step_bytes / 1e6:.1f} MB (gemv at {step_bytes / rows[0]['memory_floor_us'] / 1e3:.1f} GB/s); "
-          f"medians of {args.rounds} interleaved rounds")
+          f"medians of {rounds} interleaved rounds")
     cols = "".join(f" {p + ' µs':>8} {'of roof':>7}" for p in precisions)
-    print(f"{'batch':>5}{cols} {'nn.LSTM µs':>10} {'(no oneDNN)':>11} {'mem floor':>9} {'compute floor':>13} "
+    print(f"{'batch':>5}{cols} {'nn.' + name + ' µs':>10} {'(no oneDNN)':>11} {'mem floor':>9} {'compute floor':>13} "
           f"{'best chars/s':>12}")
     for r in rows:
         cols = "".join(f" {r[p + '_us']:>8.0f} {r[p + '_of_roofline']:>7.0%}" for p in precisions)
         best = max(r[p + "_chars_per_s"] for p in precisions)
         print(f"{r['batch']:>5}{cols} {r['naive_onednn_us']:>10.0f} {r['naive_native_us']:>11.0f} "
               f"{r['memory_floor_us']:>9.0f} {r['compute_floor_us']:>13.0f} {best:>12.0f}")
-    # Prompt prefill: the whole-sequence LSTM, fp32 nn.LSTM (oneDNN and native) and fp16.
+    # Prompt prefill: the whole-sequence module, fp32 (oneDNN and native) and fp16.
     prefill = []
     for B, T in ((1, 4), (1, 16), (1, 200), (8, 200)):  # (1 character goes through the decode step)
         x = torch.randint(0, cfg.vocab_size, (B, T))
@@ -224,12 +243,12 @@ def main():
         if "fp16" in precisions:
             fns["fp16_ms"] = run("fp16")
         prefill.append({"batch": B, "chars": T, **interleaved(fns, 3)})
-    print("prompt prefill (whole-sequence LSTM), medians of 3 interleaved rounds:")
+    print(f"prompt prefill (whole-sequence {name}), medians of 3 interleaved rounds:")
     for r in prefill:
         print(f"  batch {r['batch']}, {r['chars']:>3} chars: fp32 oneDNN {r['onednn_ms']:6.1f} ms, "
               f"native {r['native_ms']:6.1f} ms" + (f", fp16 {r['fp16_ms']:6.1f} ms" if "fp16_ms" in r else ""))
-    print(json.dumps({"threads": torch.get_num_threads(), "step_weight_bytes_fp32": step_bytes,
-                      "rows": rows, "prefill": prefill, "features": features}))
+    model.set_precision("fp32")
+    return {"cell": cfg.cell, "step_weight_bytes_fp32": step_bytes, "rows": rows, "prefill": prefill}
 
 
 if __name__ == "__main__":
