@@ -175,7 +175,8 @@ def test_health_ready_info_and_not_ready(make_app):
     assert info["model"]["vocab_size"] == len(ctx(client).vocab) and info["model"]["layers"] == 2
     assert info["model"]["parameters"] == ctx(client).model.num_params() and info["model"]["val_loss"] == 3.0
     assert info["device"] == "cpu" and info["limits"]["max_n"] == 3
-    assert info["precision"] == ("fp16" if fp16_available() else "fp32")  # auto on a CPU
+    # auto on a CPU: the precision the start-up probe measured fastest (tests/test_precision.py)
+    assert info["precision"] in (["fp32", "fp16"] if fp16_available() else ["fp32"])
     assert make_app(precision="fp32").test_client().get("/info").get_json()["precision"] == "fp32"
     ctx(client).engine.stop()
     r = client.get("/ready")
