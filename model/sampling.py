@@ -128,75 +128,95 @@ def choose(logits: torch.Tensor, temperature: torch.Tensor, uniforms: torch.Tens
     return torch.where(temperature > 0, sampled, logits.argmax(-1)) if any_greedy else sampled
 
 
-def adjust_logits(logits: torch.Tensor, t: dict, recent: torch.Tensor | None = None,
+def adjust_logits(logits: torch.Tensor, t: BatchParams, recent: torch.Tensor | None = None,
                   counts: torch.Tensor | None = None, allowed: torch.Tensor | None = None) -> torch.Tensor:
     """What changes which character is best, so it applies to greedy rows too: the regex mask
     (allowed (B, V)), logit bias, repetition penalty (recent (B, W)), presence/frequency penalties
     (counts (B, V)). Transforms no row uses are skipped."""
     if allowed is not None:
         logits = apply_allowed(logits, allowed)
-    if t.get("any_bias"):
-        logits = apply_logit_bias(logits, t["bias"])
-    if t["any_penalty"] and recent is not None:
-        logits = apply_repetition_penalty(logits, recent, t["penalty"])
-    if t.get("any_counts") and counts is not None:
-        logits = apply_presence_frequency(logits, counts, t["presence"], t["frequency"])
+    if t.any_bias:
+        logits = apply_logit_bias(logits, t.bias)
+    if t.any_penalty and recent is not None:
+        logits = apply_repetition_penalty(logits, recent, t.penalty)
+    if t.any_counts and counts is not None:
+        logits = apply_presence_frequency(logits, counts, t.presence, t.frequency)
     return logits
 
 
-def shape_logits(logits: torch.Tensor, t: dict) -> torch.Tensor:
+def shape_logits(logits: torch.Tensor, t: BatchParams) -> torch.Tensor:
     """The sampling distribution's shape (no effect on greedy rows): temperature, top-k, top-p."""
-    if t["any_temperature"]:
-        logits = apply_temperature(logits, t["temperature"])
-    if t["any_top_k"]:
-        logits = apply_top_k(logits, t["top_k"])
-    if t["any_top_p"]:
-        logits = apply_top_p(logits, t["top_p"])
+    if t.any_temperature:
+        logits = apply_temperature(logits, t.temperature)
+    if t.any_top_k:
+        logits = apply_top_k(logits, t.top_k)
+    if t.any_top_p:
+        logits = apply_top_p(logits, t.top_p)
     return logits
 
 
-def process_logits(logits: torch.Tensor, t: dict, recent: torch.Tensor | None = None,
+def process_logits(logits: torch.Tensor, t: BatchParams, recent: torch.Tensor | None = None,
                    counts: torch.Tensor | None = None, allowed: torch.Tensor | None = None) -> torch.Tensor:
     """Every transform, in the order they apply: adjust_logits, then shape_logits.
     t: batch_params(); transforms no row uses are skipped."""
     return shape_logits(adjust_logits(logits, t, recent, counts, allowed), t)
 
 
-def batch_params(params: list[SamplingParams], vocab_size: int | None = None) -> dict:
-    """Per-row tensors for a batch of requests' settings, and which transforms any row needs.
-    Build once per batch composition, not per step. vocab_size: needed when a row has a logit bias."""
-    t = {"temperature": torch.tensor([p.temperature for p in params], dtype=torch.float32),
-         "top_k": torch.tensor([p.top_k or 0 for p in params], dtype=torch.long),
-         "top_p": torch.tensor([p.top_p or 1.0 for p in params], dtype=torch.float32),
-         "penalty": torch.tensor([p.repetition_penalty for p in params], dtype=torch.float32),
-         "any_penalty": any(p.repetition_penalty != 1 for p in params),
-         "any_temperature": any(p.temperature not in (0, 1) for p in params),
-         "any_top_k": any(p.top_k for p in params),
-         "any_top_p": any(p.top_p is not None and p.top_p < 1 for p in params),
-         "any_greedy": any(p.temperature == 0 for p in params),
-         "all_greedy": all(p.temperature == 0 for p in params),
-         "any_bias": any(p.logit_bias for p in params),
-         "any_counts": any(p.presence_penalty or p.frequency_penalty for p in params)}
-    if t["any_bias"]:
+@dataclass
+class BatchParams:
+    """A batch's sampling settings as per-row tensors, and which transforms any row needs (a step
+    skips the others). Built by batch_params once per batch composition, not per step."""
+    temperature: torch.Tensor         # (B,) float32; 0 = greedy
+    top_k: torch.Tensor               # (B,) int64; 0 = off
+    top_p: torch.Tensor               # (B,) float32; 1 = off
+    penalty: torch.Tensor             # (B,) repetition penalty; 1 = off
+    any_penalty: bool = False
+    any_temperature: bool = False     # a row with a temperature other than 0 and 1
+    any_top_k: bool = False
+    any_top_p: bool = False
+    any_greedy: bool = False
+    all_greedy: bool = False
+    any_bias: bool = False
+    any_counts: bool = False          # presence or frequency penalties
+    bias: torch.Tensor | None = None      # (B, V) when any_bias
+    presence: torch.Tensor | None = None  # (B,) when any_counts
+    frequency: torch.Tensor | None = None  # (B,) when any_counts
+
+
+def batch_params(params: list[SamplingParams], vocab_size: int | None = None) -> BatchParams:
+    """The BatchParams of a batch of requests' settings. vocab_size: needed when a row has a logit bias."""
+    t = BatchParams(temperature=torch.tensor([p.temperature for p in params], dtype=torch.float32),
+                    top_k=torch.tensor([p.top_k or 0 for p in params], dtype=torch.long),
+                    top_p=torch.tensor([p.top_p or 1.0 for p in params], dtype=torch.float32),
+                    penalty=torch.tensor([p.repetition_penalty for p in params], dtype=torch.float32),
+                    any_penalty=any(p.repetition_penalty != 1 for p in params),
+                    any_temperature=any(p.temperature not in (0, 1) for p in params),
+                    any_top_k=any(bool(p.top_k) for p in params),
+                    any_top_p=any(p.top_p is not None and p.top_p < 1 for p in params),
+                    any_greedy=any(p.temperature == 0 for p in params),
+                    all_greedy=all(p.temperature == 0 for p in params),
+                    any_bias=any(bool(p.logit_bias) for p in params),
+                    any_counts=any(bool(p.presence_penalty or p.frequency_penalty) for p in params))
+    if t.any_bias:
         if vocab_size is None:
             raise ValueError("batch_params needs vocab_size when a row has a logit bias")
-        t["bias"] = bias_matrix(params, vocab_size)
-    if t["any_counts"]:
-        t["presence"] = torch.tensor([p.presence_penalty for p in params], dtype=torch.float32)
-        t["frequency"] = torch.tensor([p.frequency_penalty for p in params], dtype=torch.float32)
+        t.bias = bias_matrix(params, vocab_size)
+    if t.any_counts:
+        t.presence = torch.tensor([p.presence_penalty for p in params], dtype=torch.float32)
+        t.frequency = torch.tensor([p.frequency_penalty for p in params], dtype=torch.float32)
     return t
 
 
-def sample_batch(logits: torch.Tensor, t: dict, rngs: list[random.Random], recent: torch.Tensor | None = None,
+def sample_batch(logits: torch.Tensor, t: BatchParams, rngs: list[random.Random], recent: torch.Tensor | None = None,
                  counts: torch.Tensor | None = None, allowed: torch.Tensor | None = None) -> torch.Tensor:
     """logits (B, V) -> next ids (B,), with t = batch_params(...) of the same rows; recent, counts,
     allowed: see adjust_logits (each only when a row of the batch needs it)."""
     logits = adjust_logits(logits.float(), t, recent, counts, allowed)
-    if t["all_greedy"]:  # greedy rows ignore their draws: skipping them changes no output
+    if t.all_greedy:  # greedy rows ignore their draws: skipping them changes no output
         return logits.argmax(-1)
     logits = shape_logits(logits, t)
     uniforms = torch.tensor([r.random() for r in rngs], dtype=torch.float64)
-    return choose(logits, t["temperature"], uniforms, t["any_greedy"])
+    return choose(logits, t.temperature, uniforms, t.any_greedy)
 
 
 def sample_next(logits: torch.Tensor, params: list[SamplingParams], rngs: list[random.Random],

@@ -24,7 +24,8 @@ from model.fused import probe_precision
 from model.generate import context_ids
 from model.network import CharRNN
 from model.state import State
-from model.sampling import SamplingParams, batch_params, find_stop, holdback, sample_batch, token_logprobs
+from model.sampling import (BatchParams, SamplingParams, batch_params, find_stop, holdback, sample_batch,
+                            token_logprobs)
 from model.vocab import Vocab
 from service.prefix_cache import PrefixCache
 
@@ -37,6 +38,16 @@ class QueueFull(Exception):
 
 class NotRunning(Exception):
     pass
+
+
+@dataclass
+class StepParams(BatchParams):
+    """A batch's BatchParams plus the rows with per-step work, rebuilt when the rows change."""
+    count_rows: torch.Tensor | None = None    # rows with presence/frequency penalties (their counts)
+    constrained: list[int] = field(default_factory=list)  # rows with a regex
+    allowed: torch.Tensor | None = None       # (B, V) bool, reused each step for the regex rows' masks
+    logprob_rows: torch.Tensor | None = None  # rows that report logprobs
+    logprob_k: int = 0                        # the most alternatives any of them asks for
 
 
 class Event(StrEnum):
@@ -162,7 +173,7 @@ class Engine:
         self._prefilling: list[Sequence] = []
         self._batch: list[Sequence] = []
         self._state = self._logits = None  # the batch's State (B rows) and logits (B, V)
-        self._params = None  # the batch's sampling settings as tensors; rebuilt when rows change
+        self._params: StepParams | None = None  # the batch's sampling settings; rebuilt when rows change
         self._stop = False
         self.steps = 0
         self._warm = threading.Event()
@@ -292,7 +303,7 @@ class Engine:
         for i, s in enumerate(self._batch):
             try:
                 t = self._batch_params([s])  # logit bias and the rest, as the step builds them
-                recent = torch.tensor([s.recent or [-1]], dtype=torch.long) if t["any_penalty"] else None
+                recent = torch.tensor([s.recent or [-1]], dtype=torch.long) if t.any_penalty else None
                 ok = 0 <= int(sample_batch(self._logits[i:i + 1].float().cpu(), t, [random.Random(0)], recent)[0]) < V
             except Exception:
                 ok = False
@@ -385,42 +396,42 @@ class Engine:
         self._batch.append(s)
         self._params = None
 
-    def _batch_params(self, batch: list[Sequence]) -> dict:
+    def _batch_params(self, batch: list[Sequence]) -> StepParams:
         """batch_params plus the rows with per-step work (presence/frequency counts, regex masks,
         logprobs); rebuilt only when the batch's rows change, so rows using none pay nothing."""
         V = len(self.vocab)
-        t = batch_params([s.params for s in batch], V)
+        t = StepParams(**vars(batch_params([s.params for s in batch], V)))
         counted = [i for i, s in enumerate(batch) if s.params.presence_penalty or s.params.frequency_penalty]
         for i in counted:
             if batch[i].counts is None:
                 batch[i].counts = torch.zeros(V)
-        t["count_rows"] = torch.tensor(counted, dtype=torch.long) if counted else None
-        t["constrained"] = [i for i, s in enumerate(batch) if s.constraint is not None]
-        t["allowed"] = torch.ones(len(batch), V, dtype=torch.bool) if t["constrained"] else None
+        t.count_rows = torch.tensor(counted, dtype=torch.long) if counted else None
+        t.constrained = [i for i, s in enumerate(batch) if s.constraint is not None]
+        t.allowed = torch.ones(len(batch), V, dtype=torch.bool) if t.constrained else None
         scored = [i for i, s in enumerate(batch) if s.logprobs is not None]
-        t["logprob_rows"] = torch.tensor(scored, dtype=torch.long) if scored else None
-        t["logprob_k"] = max((batch[i].logprobs for i in scored), default=0)
+        t.logprob_rows = torch.tensor(scored, dtype=torch.long) if scored else None
+        t.logprob_k = max((batch[i].logprobs for i in scored), default=0)
         return t
 
-    def _sample(self, batch: list[Sequence], t: dict, raw: torch.Tensor) -> tuple[torch.Tensor, list]:
+    def _sample(self, batch: list[Sequence], t: StepParams, raw: torch.Tensor) -> tuple[torch.Tensor, list]:
         """raw logits (B, V) on the CPU -> next ids (B,) and each row's logprob entry (None when off).
         Per-step features cost in proportion to the rows that use them (bench/decode.py)."""
         recent = counts = allowed = None
-        if t["any_penalty"]:
+        if t.any_penalty:
             w = max(len(s.recent) for s in batch)
             recent = torch.tensor([s.recent + [-1] * (w - len(s.recent)) for s in batch], dtype=torch.long)
-        if t["count_rows"] is not None:
+        if t.count_rows is not None:
             counts = torch.zeros(len(batch), len(self.vocab)).index_copy_(
-                0, t["count_rows"], torch.stack([batch[i].counts for i in t["count_rows"].tolist()]))
-        if t["constrained"]:
-            allowed = t["allowed"]  # rows without a regex stay all True
-            for i in t["constrained"]:
+                0, t.count_rows, torch.stack([batch[i].counts for i in t.count_rows.tolist()]))
+        if t.constrained:
+            allowed = t.allowed  # rows without a regex stay all True
+            for i in t.constrained:
                 allowed[i] = batch[i].constraint.allowed[batch[i].fsm]
         nxt = sample_batch(raw, t, [s.rng for s in batch], recent, counts, allowed)
         lps = [None] * len(batch)
-        if t["logprob_rows"] is not None:  # the model's own distribution: before any transform
-            rows = t["logprob_rows"]
-            chosen, vals, top = token_logprobs(raw[rows], nxt[rows], t["logprob_k"])
+        if t.logprob_rows is not None:  # the model's own distribution: before any transform
+            rows = t.logprob_rows
+            chosen, vals, top = token_logprobs(raw[rows], nxt[rows], t.logprob_k)
             for r, c, tv, ti in zip(rows.tolist(), chosen.tolist(), vals.tolist(), top.tolist()):
                 k = batch[r].logprobs
                 lps[r] = (c, list(zip(ti[:k], tv[:k])))
