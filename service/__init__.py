@@ -41,7 +41,8 @@ def context_window(settings: Settings, card: dict) -> int:
 
 
 def create_app(settings: Settings | None = None) -> Flask:
-    from service import api, auth, drain, errors, openai_api, openai_schemas, openapi, openapi_limits, playground, inspect_api
+    from service import (api, auth, drain, errors, inspect_api, inspect_schemas, openai_api, openai_schemas, openapi,
+                         openapi_limits, playground)
 
     settings = settings or Settings.from_env()
     device = pick_device(settings.device)
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     drain.Drain(engine).register(app)  # begun by SIGTERM in service/gunicorn_worker.py
     spec = openapi_limits.complete(openapi.build_spec(), settings, vocab, auth=keys)
     spec = openai_schemas.complete(spec, settings, vocab, openai_schemas.served_id(settings))  # /v1's limits
+    spec = inspect_schemas.complete(spec, settings, vocab, model)  # /inspect's: the model's layers and units
     app.extensions["charrnn"] = AppContext(settings, model, vocab, card, device, engine, metrics, spec)
     app.register_blueprint(api.bp)
     app.register_blueprint(openapi.bp)

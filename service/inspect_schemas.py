@@ -17,9 +17,11 @@ class InspectRequest(Strict):
                       "max_context (see /info): read from its last max_context characters, as /predict-next does "
                       "(at most max_inspect_chars)")
     layer: int | None = Field(None, description="LSTM layer, 0-based (negative counts from the last); null = the last")
-    units: list[int] | None = Field(None, description="units (0 .. hidden-1) whose activations to return")
+    units: list[int] | None = Field(None, description="units (0 .. hidden-1) whose activations to return (at most "
+                                    "max_inspect_units)")
     top_units: int | None = Field(None, ge=1, description="also the k units whose cell state varies most over the "
-                                  f"text; with neither units nor top_units: {DEFAULT_TOP_UNITS}")
+                                  f"text (at most max_inspect_units); with neither units nor top_units: "
+                                  f"{DEFAULT_TOP_UNITS}")
     what: list[Quantity] = Field(default_factory=lambda: list(WHAT), min_length=1, description="which activations: "
                                  "h (hidden state), c (cell state), i, f, g, o (input, forget, cell candidate and "
                                  "output gates: i, f, o in [0, 1], g and h in [-1, 1])")
@@ -49,7 +51,7 @@ class InspectRequest(Strict):
     @classmethod
     def _top(cls, v, info: ValidationInfo):
         if v is not None:
-            _count(len(info.data.get("units") or []) + v, info)
+            _count(v, info)
         return v
 
     @field_validator("what")
@@ -63,7 +65,7 @@ class InspectRequest(Strict):
 def _count(n: int, info: ValidationInfo):
     lim = _limit(info, "max_inspect_units")
     if lim is not None and n > lim:
-        raise ValueError(f"{n} units asked for (units + top_units); the limit is {lim} (max_inspect_units)")
+        raise ValueError(f"{n} units asked for; the limit is {lim} (max_inspect_units)")
 
 
 class InspectChar(BaseModel):
@@ -94,3 +96,28 @@ class InspectResponse(BaseModel):
     units: list[int] = Field(description="the units each activation list follows: the requested ones, then the top ones")
     top_units: list[UnitStat] = Field(description="with top_units: the units whose cell state varies most, most first")
     chars: list[InspectChar] = Field(description="one entry per character read")
+
+
+def complete(spec: dict, settings, vocab, model) -> dict:
+    """/inspect's limits in the document, as service/openapi_limits.py does for the others: they
+    depend on the settings and on the model's shape. A model without LSTM gates has no /inspect
+    to offer (the route answers 422 unsupported_cell), so the document leaves it out."""
+    from model.inspect import cell_of
+    from service.openapi_limits import _char_class, _prop
+
+    if cell_of(model) != "lstm":
+        spec["paths"].pop("/inspect", None)
+        return spec
+    s = spec["components"]["schemas"]["InspectRequest"]
+    _prop(s, "text")["maxLength"] = settings.max_inspect_chars
+    s["if"] = {"properties": {"unknown_chars": {"const": "skip"}}, "required": ["unknown_chars"]}
+    s["then"] = {}
+    s["else"] = {"properties": {"text": {"pattern": f"^[{_char_class(vocab.chars)}]*$"}}}
+    layers, hidden = model.cfg.layers, model.cfg.hidden
+    _prop(s, "layer").update(minimum=-layers, maximum=layers - 1)
+    units = _prop(s, "units")
+    units.update(maxItems=settings.max_inspect_units, uniqueItems=True)
+    units["items"] = {"type": "integer", "minimum": 0, "maximum": hidden - 1}
+    _prop(s, "top_units")["maximum"] = settings.max_inspect_units
+    s["properties"]["what"]["uniqueItems"] = True
+    return spec

@@ -161,7 +161,7 @@ def test_inspect_endpoint(client):
     ({"text": ""}, "text"),
     ({"text": "x" * 101}, "text"),
     ({"text": "abc", "units": list(range(11))}, "units"),
-    ({"text": "abc", "units": [1, 2], "top_units": 9}, "top_units"),
+    ({"text": "abc", "top_units": 11}, "top_units"),
     ({"text": "abc", "units": [16]}, "units"),
     ({"text": "abc", "units": [-1]}, "units"),
     ({"text": "abc", "units": [2, 2]}, "units"),
@@ -175,6 +175,16 @@ def test_inspect_limits(make_app, body, field):
     r = client.post("/inspect", json=body)
     assert r.status_code == 422, r.get_json()
     assert field in [d["field"] for d in r.get_json()["error"]["details"]]
+
+
+def test_the_document_states_the_limits_and_skipping_everything_reads_nothing(make_app):
+    client = make_app(max_inspect_chars=100, max_inspect_units=10).test_client()
+    s = client.get("/openapi.json").get_json()["components"]["schemas"]["InspectRequest"]["properties"]
+    assert s["text"]["maxLength"] == 100 and s["layer"]["anyOf"][0] == {"type": "integer", "minimum": -2, "maximum": 1}
+    units = s["units"]["anyOf"][0]
+    assert units["maxItems"] == 10 and units["items"] == {"type": "integer", "minimum": 0, "maximum": 15}
+    r = client.post("/inspect", json={"text": "éé", "unknown_chars": "skip", "units": [3]})
+    assert r.status_code == 200 and r.get_json()["chars"] == [] and r.get_json()["units"] == [3]
 
 
 def test_inspect_reads_the_same_window_as_predict_next(make_app):
