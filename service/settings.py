@@ -28,7 +28,7 @@ class Settings(BaseModel):
     max_top_k: int = Field(1000, ge=1, description="largest top_k for /predict-next")
     max_inspect_chars: int = Field(2000, ge=1, description="longest /inspect text (~1 ms of CPU per character "
                                    "for the shipped 2x512 model, one thread)")
-    max_inspect_units: int = Field(64, ge=1, description="most units per /inspect request (units + top_units)")
+    max_inspect_units: int = Field(64, ge=1, description="most units an /inspect request may name, and the largest top_units")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="largest request body (413 beyond)")
     request_timeout_s: float = Field(120.0, gt=0, description="deadline of a request, queueing included")
     max_context: int | None = Field(
