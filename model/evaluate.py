@@ -26,6 +26,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
+import sys
 
 import numpy as np
 import torch
@@ -146,6 +148,8 @@ def main(argv=None) -> dict:
                     help="precision of the recurrent matrices (model/fused.py); auto = as the service")
     ap.add_argument("--stepwise", action="store_true",
                     help="scored characters one at a time through the decode step (default: whole sequence)")
+    ap.add_argument("--record", action="store_true",
+                    help="also write the result into the weights' card, under evaluation.<protocol>")
     args = ap.parse_args(argv)
 
     device = pick_device(args.device)
@@ -170,8 +174,22 @@ def main(argv=None) -> dict:
     print(f"loss {out['loss']:.4f} nats/char | {out['bpc']:.4f} bits/char | perplexity {out['perplexity']:.3f}")
     for k, v in out.get("by_position", {}).items():
         print(f"  positions {k}: {v:.4f}")
+    if args.record:
+        record(args.weights, out, argv if argv is not None else sys.argv[1:])
     print(json.dumps(out, ensure_ascii=False))
     return out
+
+
+def record(weights, out: dict, argv: list[str]) -> None:
+    """Keep a figure in the card beside the model it describes, with the command that made it."""
+    from model.checkpoint import atomic_write_text, load_card, weights_prefix
+    card = load_card(weights)
+    key = out["protocol"] + {"windows": f"_{out.get('window')}", "context": f"_{out.get('context')}"}.get(out["protocol"], "")
+    keep = ("protocol", "loss", "bpc", "perplexity", "chars", "window", "context", "by_position", "split", "path")
+    card.setdefault("evaluation", {})[key] = {
+        **{k: out[k] for k in keep if k in out},
+        "command": shlex.join(["python", "-m", "model.evaluate", *argv])}
+    atomic_write_text(weights_prefix(weights).with_suffix(".json"), json.dumps(card, indent=2, ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":

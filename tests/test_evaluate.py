@@ -100,3 +100,16 @@ def test_fresh_starts_teach_the_model_to_start_from_its_start_state(tmp_path):
     carried, m0 = _first_positions_loss(tmp_path, "carried", corpus, 0.0)
     fresh, m1 = _first_positions_loss(tmp_path, "fresh", corpus, 0.25)
     assert m1.h0.abs().sum() > 0 and fresh < 0.8 * carried, (fresh, carried)  # seeded: 0.26 vs 0.39
+
+
+def test_record_keeps_the_figure_in_the_card(tiny_weights):
+    import json
+    from model import evaluate as ev
+    tiny_weights.parent.joinpath("c.txt").write_text("the lazy dog.\n" * 20, encoding="utf-8")
+    out = ev.main(["--weights", str(tiny_weights), "--data", str(tiny_weights.parent / "c.txt"), "--split", "all",
+                   "--protocol", "windows", "--window", "32", "--record"])
+    card = json.loads(tiny_weights.with_suffix(".json").read_text())
+    rec = card["evaluation"]["windows_32"]
+    assert rec["loss"] == out["loss"] and rec["by_position"] == out["by_position"]
+    assert rec["command"].startswith("python -m model.evaluate --weights ") and "--record" in rec["command"]
+    assert card["vocab"] and card["training"]["best_val_loss"] == 3.0  # the rest of the card is kept
