@@ -100,13 +100,16 @@ class InspectResponse(BaseModel):
 
 def complete(spec: dict, settings, vocab, model) -> dict:
     """/inspect's limits in the document, as service/openapi_limits.py does for the others: they
-    depend on the settings and on the model's shape. A model without LSTM gates has no /inspect
-    to offer (the route answers 422 unsupported_cell), so the document leaves it out."""
+    depend on the settings and on the model's shape. A model without LSTM gates answers every
+    /inspect with 422 unsupported_cell, and its document says so (no 200)."""
     from model.inspect import cell_of
     from service.openapi_limits import _char_class, _prop
 
     if cell_of(model) != "lstm":
-        spec["paths"].pop("/inspect", None)
+        op = spec["paths"]["/inspect"]["post"]
+        op["description"] = (f"This model's cell ({cell_of(model)}) has no LSTM gates: every request answers 422 "
+                             "unsupported_cell.")
+        op["responses"].pop("200", None)
         return spec
     s = spec["components"]["schemas"]["InspectRequest"]
     _prop(s, "text")["maxLength"] = settings.max_inspect_chars

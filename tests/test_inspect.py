@@ -203,3 +203,5 @@ def test_a_model_without_lstm_gates_gets_a_clear_422(client, tiny_model):
     r = client.post("/inspect", json={"text": "abc"})
     assert r.status_code == 422 and r.get_json()["error"]["type"] == "unsupported_cell"
     assert tiny_model[0].cfg.cell in r.get_json()["error"]["message"]
+    op = client.get("/openapi.json").get_json()["paths"]["/inspect"]["post"]
+    assert "200" not in op["responses"] and "422" in op["responses"]  # and the document says so
