@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -28,9 +29,11 @@ class Server:
         full = {**os.environ, "PORT": str(self.port), "HOST": "127.0.0.1", "CHARRNN_WEIGHTS": str(weights),
                 "WEB_CONCURRENCY": "1", "CHARRNN_HTTP_THREADS": "16", "CHARRNN_TORCH_THREADS": "1", **env}
         gunicorn = Path(sys.executable).with_name("gunicorn")
+        # A file, not a pipe: nobody reads a pipe while the test runs, and once its 64 KiB fill up
+        # with access-log lines gunicorn blocks writing them and stops answering.
+        self._log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen([str(gunicorn), "-c", "gunicorn.conf.py"], cwd=ROOT, env=full,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.output = ""
+                                     stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 60) -> "Server":
         deadline = time.time() + timeout
@@ -44,15 +47,20 @@ class Server:
                 if self.proc.poll() is not None:
                     break
                 time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("gunicorn did not start:\n" + self.output[-3000:])
+        raise RuntimeError("gunicorn did not start:\n" + self.stop()[-3000:])
+
+    @property
+    def output(self) -> str:
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
 
     def stop(self, timeout: float = 40) -> str:
+        """SIGTERM (if still running), wait, SIGKILL past the timeout; -> everything it printed."""
         if self.proc.poll() is None:
             self.proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
-            self.output += self.proc.communicate(timeout=timeout)[0].decode(errors="replace")
+            self.proc.wait(timeout)
         if self.proc.poll() is None:
             self.proc.kill()
-            self.output += self.proc.communicate()[0].decode(errors="replace")
+            self.proc.wait()
         return self.output
