@@ -52,7 +52,8 @@ def fp16_available() -> bool:
 def candidate_precisions(device: torch.device | str) -> list[str]:
     """What 'auto' may choose on this device: the precisions tested to cost <= 0.01 nats/char on the
     validation split (tests/test_shipped.py). bf16 is not among them: on an AVX-512-BF16 CPU its
-    batch-1 GEMM measured slower than fbgemm's fp16 (README, Performance)."""
+    GEMM is slower than fbgemm's fp16 at batch 1 and 8 and faster only at large batches
+    (bench/gemm_precisions.py, README Performance); one precision per process would lose latency."""
     return ["fp32", "fp16"] if torch.device(device).type == "cpu" and fp16_available() else ["fp32"]
 
 

@@ -1,0 +1,54 @@
+"""Which weight precision has fast kernels on this CPU? The decode step's biggest product, timed.
+
+    python bench/gemm_precisions.py [--threads 1]
+
+x (B, 1024) @ W (1024 -> 2048): layer 1's [input, h] x [W_ih | W_hh] in model/fused.py, with W in
+fp32 (MKL sgemm), fp16 (fbgemm's fp16-weight GEMM, what CHARRNN_PRECISION=fp16 uses) and bf16
+(torch.mm on bf16 operands, oneDNN; the activations cast to bf16 and the result back, as a bf16
+step would). Best of 5 rounds of 200 calls each, interleaved. Decides whether a precision is
+worth adding to the probe (model/fused.py candidate_precisions). Prints a table and a JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+
+def best_us(fn, calls: int = 200, rounds: int = 5) -> float:
+    for _ in range(10):
+        fn()
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / calls)
+    return best * 1e6
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    W = torch.randn(2048, 1024)
+    wt, wb = W.T.contiguous(), W.T.contiguous().bfloat16()
+    packed = torch.ops.quantized.linear_prepack_fp16(W, None)
+    out = {}
+    print(f"x (B, 1024) @ W (1024 -> 2048), {args.threads} thread(s); microseconds per product, best of 5")
+    print(f"{'batch':>5} {'fp32':>8} {'fp16':>8} {'bf16':>8} {'bf16/fp16':>10}")
+    for B in (1, 8, 64):
+        x = torch.randn(B, 1024)
+        r = {"fp32": best_us(lambda: torch.mm(x, wt)),
+             "fp16": best_us(lambda: torch.ops.quantized.linear_dynamic_fp16(x, packed)),
+             "bf16": best_us(lambda: torch.mm(x.bfloat16(), wb).float())}
+        out[B] = r
+        print(f"{B:>5} {r['fp32']:>8.1f} {r['fp16']:>8.1f} {r['bf16']:>8.1f} {r['bf16'] / r['fp16']:>10.2f}")
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
