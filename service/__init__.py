@@ -2,8 +2,10 @@
 batching engine. Nothing is read or loaded at import time."""
 from __future__ import annotations
 
+import atexit
 import logging
 import time
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +33,12 @@ class AppContext:
     engine: Engine
     metrics: Metrics
     spec: dict
+
+
+def _stop_engine(ref: weakref.ref) -> None:
+    engine = ref()
+    if engine is not None:
+        engine.stop(timeout=1.0)
 
 
 def context_window(settings: Settings, card: dict) -> int:
@@ -70,6 +78,9 @@ def create_app(settings: Settings | None = None) -> Flask:
                     prefill_chunk=settings.prefill_chunk, metrics=metrics, prefix_cache=settings.prefix_cache,
                     on_idle=IdleTrimmer(), stream_interval=settings.stream_interval_ms / 1000, threads=threads,
                     max_context=context_window(settings, card), precisions=precisions).start()
+    # Under gunicorn the worker stops the engine as it drains (service/drain.py); under any other
+    # server the engine still stops at interpreter exit (a weak reference: the app may go first).
+    atexit.register(_stop_engine, weakref.ref(engine))
     log.info("loaded %s (%d params) on %s, inference in %s, in %.2fs", settings.weights, model.num_params(),
              device, model.precision, time.time() - t0)
 
