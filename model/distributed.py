@@ -61,6 +61,10 @@ def setup(device: str = "auto") -> Dist:
 
 def teardown(d: Dist) -> None:
     if d.on and dist.is_initialized():
+        # Leave together: rank 0 still plots and prints after the last collective, and a rank that
+        # tore gloo down and exited meanwhile was seen to abort ("terminate called without an
+        # active exception", exit -6) and fail the whole torchrun job.
+        dist.barrier()
         dist.destroy_process_group()
 
 
