@@ -184,7 +184,7 @@ def test_generate_streams_and_stop_frees_the_engine_slot(server, browser, tmp_pa
     first = len(out.text)
     wait(browser, lambda d: len(out.text) > first)  # it grows while we watch
     try:  # a few lines for the screenshot, if the machine is quick enough
-        wait(browser, lambda d: out.text.count("\n") >= 6, timeout=15)
+        wait(browser, lambda d: len(out.text) >= 300, timeout=15)
     except AssertionError:
         pass
     assert metric(server, "charrnn_active_sequences") == 1
@@ -195,10 +195,11 @@ def test_generate_streams_and_stop_frees_the_engine_slot(server, browser, tmp_pa
     while metric(server, "charrnn_active_sequences") and time.time() < deadline:
         time.sleep(0.05)
     assert metric(server, "charrnn_active_sequences") == 0  # the engine freed the slot
-    shown = len(out.text)
-    assert metric(server, "charrnn_generated_chars_total") - generated_before < LONG / 2
+    shown, generated = len(out.text), metric(server, "charrnn_generated_chars_total")
+    assert generated - generated_before < LONG  # cut short (how far it got depends on the machine's speed)
     time.sleep(0.3)
     assert len(out.text) == shown  # nothing arrives after Stop
+    assert metric(server, "charrnn_generated_chars_total") == generated  # and the engine generates no more
     assert by_id(browser, "generate").get_attribute("disabled") is None
     path = screenshot(browser, tmp_path, "playground.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
