@@ -174,11 +174,20 @@ def _char_features(logit_bias: dict[str, float], regex: str | None, params: Samp
     return dataclasses.replace(params, logit_bias=bias), {"constraint": constraint}
 
 
+def sse(obj) -> str:
+    """One server-sent event: a JSON object, or a bare string such as [DONE]."""
+    return f"data: {obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+def sse_response(body, seed: int) -> Response:
+    """A text/event-stream answer that proxies pass through unbuffered (X-Accel-Buffering for nginx)."""
+    resp = Response(stream_with_context(body), mimetype="text/event-stream")
+    resp.headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Seed": str(seed)})
+    return resp
+
+
 def _stream(seqs, events, deadline, seed, t0):
     ctx = _ctx()
-
-    def sse(obj) -> str:
-        return f"data: {obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)}\n\n"
 
     def body():
         open_, first, lps = set(range(len(seqs))), True, {}
@@ -215,9 +224,7 @@ def _stream(seqs, events, deadline, seed, t0):
                 s.cancel()
             ctx.metrics.latency.labels("/generate").observe(time.monotonic() - t0)
 
-    resp = Response(stream_with_context(body()), mimetype="text/event-stream")
-    resp.headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Seed": str(seed)})
-    return resp
+    return sse_response(body(), seed)
 
 
 @bp.get("/health")

@@ -8,19 +8,18 @@ retry on 429 follows our Retry-After.
 """
 from __future__ import annotations
 
-import json
 import queue
 import random
 import time
 import uuid
 from pathlib import Path
 
-from flask import Blueprint, Response, current_app, jsonify, stream_with_context
+from flask import Blueprint, Response, current_app, jsonify
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from model.sampling import SamplingParams
-from service.api import _ctx, _drain, _engine_error, _events, _parse, _submit
+from service.api import _ctx, _drain, _engine_error, _events, _parse, _submit, sse, sse_response
 from service.engine import Event
 from service.errors import APIError, log
 from service.features import FeatureError, banned, check_bans, floor, regex_compiler
@@ -239,9 +238,6 @@ def completions():
 def _stream(seqs, choices, events, deadline, head, req, usage, seed):
     ctx, t0, echo, want = _ctx(), time.monotonic(), bool(req.echo), req.logprobs is not None
 
-    def sse(obj) -> str:
-        return f"data: {obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)}\n\n"
-
     def chunk(i, text, lp, reason):
         return sse({**head, "choices": [{"text": text, "index": i, "logprobs": lp, "finish_reason": reason}]})
 
@@ -291,6 +287,4 @@ def _stream(seqs, choices, events, deadline, head, req, usage, seed):
                 s.cancel()
             ctx.metrics.latency.labels("/v1/completions").observe(time.monotonic() - t0)
 
-    resp = Response(stream_with_context(body()), mimetype="text/event-stream")
-    resp.headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Seed": str(seed)})
-    return resp
+    return sse_response(body(), seed)
