@@ -41,19 +41,28 @@ def train_chars_per_s(cfg: ModelConfig, batch: int, seq: int, steps: int, mkldnn
     model = CharRNN(cfg).train()
     opt = make_optimizer(model, TrainConfig(data="", out=""))
     x = torch.randint(0, cfg.vocab_size, (batch, seq + 1))
+    seconds = timed_steps(model, model, opt, x, steps)
+    torch.backends.mkldnn.enabled = True
+    return batch * seq * steps / seconds
+
+
+def timed_steps(net, model, opt, x, steps: int, sync=lambda: None) -> float:
+    """Seconds for `steps` training steps on x (B, T+1) after two untimed ones (they allocate and
+    warm up). net: the model or its DDP wrapper; sync() runs before the clock starts and stops."""
     state = None
     for i in range(steps + 2):
-        if i == 2:  # first steps allocate and warm up
+        if i == 2:
+            sync()
             t = time.perf_counter()
-        logits, state = model(x[:, :-1], state)
+        logits, state = net(x[:, :-1], state)
         loss = F.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         state = detach_state(state)  # truncated BPTT
-    torch.backends.mkldnn.enabled = True
-    return batch * seq * steps / (time.perf_counter() - t)
+    sync()
+    return time.perf_counter() - t
 
 
 def ddp_worker(rank: int, world: int, port: int, cfg: ModelConfig, batch: int, seq: int, steps: int,
@@ -73,23 +82,10 @@ def ddp_worker(rank: int, world: int, port: int, cfg: ModelConfig, batch: int, s
     net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if world > 1 else model
     opt = make_optimizer(model, TrainConfig(data="", out=""))
     x = torch.randint(0, cfg.vocab_size, (hi - lo, seq + 1))
-    state = None
-    for i in range(steps + 2):
-        if i == 2:  # first steps allocate and warm up; all ranks start the clock together
-            if world > 1:
-                dist.barrier()
-            t = time.perf_counter()
-        logits, state = net(x[:, :-1], state)
-        loss = F.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        state = detach_state(state)  # truncated BPTT
-    if world > 1:
-        dist.barrier()
+    # all ranks start and stop the clock together
+    seconds = timed_steps(net, model, opt, x, steps, sync=dist.barrier if world > 1 else lambda: None)
     if rank == 0:
-        results.put(batch * seq * steps / (time.perf_counter() - t))
+        results.put(batch * seq * steps / seconds)
     if world > 1:
         dist.destroy_process_group()
 
