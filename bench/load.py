@@ -149,18 +149,27 @@ def worker_rss_mb(master_pid: int) -> list[float]:
 
 
 def compute_rooflines(model) -> dict:
-    """Characters/s a batch-64 step could reach at this machine's GEMM FLOP/s (best of the fp32
-    layouts, and fbgemm's fp16-weight GEMM that the CPU decode step uses by default)."""
+    """Characters/s a batch-64 step could reach at this machine's GEMM FLOP/s: best of the fp32
+    layouts, and fbgemm's fp16-weight and int8 (dynamic, per-channel) GEMMs, the CPU decode
+    step's kernels in those precisions. A 64 x 1024 @ 1024 x 2048 product: the shipped model's
+    upper layer."""
     import torch
     from decode import best_gemm_flops, timeit
-    from model.fused import fp16_available
+    from model.fused import _int8_prepack, fp16_available, int8_available
     per_char = 2 * sum(p.numel() for n, p in model.named_parameters() if not n.startswith("embed"))
     # Best of 3: a roofline measured on a moment this VM is slow would flatter the service.
     out = {"fp32": max(best_gemm_flops(64) for _ in range(3)) / per_char}
+    a, w = torch.rand(64, 1024) * 2 - 1, torch.randn(2048, 1024) * 0.05
+    kernels = {}
     if fp16_available():
-        a, packed = torch.randn(64, 1024), torch.ops.quantized.linear_prepack_fp16(torch.randn(2048, 1024), None)
-        t = min(timeit(lambda: torch.ops.quantized.linear_dynamic_fp16(a, packed), min_time=0.15) for _ in range(3))
-        out["fp16_weights"] = 2 * 64 * 1024 * 2048 / t / per_char
+        packed16 = torch.ops.quantized.linear_prepack_fp16(w, None)
+        kernels["fp16_weights"] = lambda: torch.ops.quantized.linear_dynamic_fp16(a, packed16)
+    if int8_available():
+        packed8 = _int8_prepack(w, None)
+        kernels["int8"] = lambda: torch.ops.quantized.linear_dynamic(a, packed8)
+    for name, f in kernels.items():
+        t = min(timeit(f, min_time=0.15) for _ in range(3))
+        out[name] = 2 * 64 * 1024 * 2048 / t / per_char
     return out
 
 
@@ -252,8 +261,10 @@ def main():
                "ready_s": ready_s, "worker_rss_mb": rss, "server_precision": info.get("precision"),
                "max_context": info.get("limits", {}).get("max_context")}
     # Issue 13's targets, each as measured in this run. The decode step's own kernel sets the roofline:
-    # fbgemm's fp16-weight GEMM when the server chose fp16, sgemm when fp32.
-    kernel_roof = roofline.get("fp16_weights") if info.get("precision") == "fp16" else roofline["fp32"]
+    # fbgemm's fp16-weight GEMM when the server chose fp16, its int8 GEMM for int8, sgemm for fp32.
+    kernel = {"fp16": "fp16_weights", "int8": "int8"}.get(info.get("precision"), "fp32")
+    kernel_roof = roofline[kernel]
+    summary["decode_kernel"], summary["generate_fraction_of_kernel_roofline"] = kernel, gen[-1]["chars_per_s"] / kernel_roof
     targets = {
         "predict-next p99, new 200-char contexts, 1 client <= 20 ms": (pred["predict_1"]["p99_ms"], 20.0),
         "predict-next p99 / health p99, 8 clients <= 2.5": (summary["predict_p99_over_health_p99_8_clients"], 2.5),
@@ -264,9 +275,11 @@ def main():
                           for k, (v, t) in targets.items()}
     print(f"compute roofline {roof:.0f} chars/s (fp32 sgemm); {gen[-1]['clients']} clients reach "
           f"{summary['generate_fraction_of_roofline']:.0%} of it, {summary['speedup_vs_one_client']:.1f}x one client")
-    if "fp16_weights" in roofline:
-        print(f"roofline at fbgemm's fp16-weight GEMM (the CPU decode step's kernel): {roofline['fp16_weights']:.0f} "
-              f"chars/s; {summary['generate_fraction_of_fp16_roofline']:.0%} of it")
+    for k, label in (("fp16_weights", "fbgemm's fp16-weight GEMM"), ("int8", "fbgemm's int8 GEMM")):
+        if k in roofline:
+            mark = " (the server's decode-step kernel)" if k == kernel else ""
+            print(f"roofline at {label}{mark}: {roofline[k]:.0f} chars/s; {gen[-1]['clients']} clients reach "
+                  f"{gen[-1]['chars_per_s'] / roofline[k]:.0%} of it")
     print(f"predict-next p99 {summary['predict_p99_ms_1_client']:.1f} ms (1 client); at 8 clients p99 = "
           f"{summary['predict_p99_over_health_p99_8_clients']:.2f}x that of /health")
     print(f"floor: the 200-char whole-sequence LSTM ({floor['precision']}) alone takes {floor['batch_1']:.1f} ms "

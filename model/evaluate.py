@@ -2,7 +2,7 @@
 
     python -m model.evaluate --weights weights/shakespeare --data FILE [--split val|all]
                              [--protocol stateful|windows|context] [--window 256] [--context 64]
-                             [--precision fp32|fp16] [--stepwise]
+                             [--precision fp32|fp16|int8] [--stepwise]
 
 Protocols (what each prediction is allowed to see):
 - stateful (default): every position sees all the text before it; the text runs as 32 contiguous
@@ -166,6 +166,7 @@ def main(argv=None) -> dict:
                    stepwise=args.stepwise)
     out = {**res, "split": args.split,
            "path": f"{'decode step' if args.stepwise else 'whole sequence'}, {model.precision}",
+           "precision": model.precision, "stepwise": args.stepwise,
            "unknown_chars": n_unknown,
            "unknown_set": unknown, "weights": str(args.weights), "data": args.data}
     print(f"{args.data} [{args.split}]: {out['chars']:,} predicted chars, protocol {args.protocol}, {out['path']}")
@@ -185,7 +186,10 @@ def record(weights, out: dict, argv: list[str]) -> None:
     from model.checkpoint import atomic_write_text, load_card, weights_prefix
     card = load_card(weights)
     key = out["protocol"] + {"windows": f"_{out.get('window')}", "context": f"_{out.get('context')}"}.get(out["protocol"], "")
-    keep = ("protocol", "loss", "bpc", "perplexity", "chars", "window", "context", "by_position", "split", "path")
+    if out["precision"] != "fp32" or out["stepwise"]:  # e.g. stateful_int8_stepwise: beside, not over, fp32's
+        key += f"_{out['precision']}" + ("_stepwise" if out["stepwise"] else "")
+    keep = ("protocol", "loss", "bpc", "perplexity", "chars", "window", "context", "by_position", "split", "path",
+            "precision")
     card.setdefault("evaluation", {})[key] = {
         **{k: out[k] for k in keep if k in out},
         "command": shlex.join(["python", "-m", "model.evaluate", *argv])}

@@ -18,25 +18,34 @@ Precision of the recurrent and upper-layer matrices (the bytes a step reads):
   precision (half the bytes), widened to fp32 in registers, fp32 accumulation. Faster than
   MKL's sgemm at the small batches of decoding (README, Performance: bench/decode.py); the
   validation loss it costs is measured by model.evaluate --precision.
+- "int8": CPU only. fbgemm's dynamic int8 GEMM: int8 weights with one scale per output row, the
+  input quantized to 8 bits at each call, int32 accumulation (VNNI where the CPU has it). A
+  quarter of fp32's bytes and several times fbgemm fp16's arithmetic rate at decoding batches
+  (bench/decode.py). It rounds activations too, so the service picks it only for weights whose
+  card records its measured validation cost (candidate_precisions).
 The head (H x V) and the table stay fp32.
 
 Prompts (prefill) run through the whole-sequence module: the nn module in fp32; in fp16 PyTorch's
 dynamic fp16 LSTM / GRU (torch.ao.nn.quantized.dynamic: the same fbgemm GEMM), which also has none
-of oneDNN's per-call weight re-layout, the cost that dominates short prompts. PyTorch has no
-dynamic whole-sequence RNN: the RNN's fp16 prompt runs through its decode step, one character
-at a time (the same math, and the RNN's step is the cheapest of the three).
+of oneDNN's per-call weight re-layout, the cost that dominates short prompts. int8 prompts run
+through our own LSTM layer by layer (LSTMStep.prefill): PyTorch's dynamic int8 LSTM would also
+quantize the embeddings, with a range shared by the whole batch. PyTorch has no dynamic
+whole-sequence RNN: the RNN's fp16 prompt, and the GRU's and RNN's int8 ones, run through the
+decode step, one character at a time (the same math).
 """
 from __future__ import annotations
 
 import copy
 import functools
 import time
+import warnings
 
 import torch
 
 from model.state import State
 
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
+INT8_MAX_COST = 0.01  # nats/char over fp32 on the validation split, measured and recorded in the card
 
 
 @functools.cache  # a property of the torch build and the CPU: probe once per process
@@ -49,12 +58,53 @@ def fp16_available() -> bool:
         return False
 
 
-def candidate_precisions(device: torch.device | str) -> list[str]:
-    """What 'auto' may choose on this device: the precisions tested to cost <= 0.01 nats/char on the
-    validation split (tests/test_shipped.py). bf16 is not among them: on an AVX-512-BF16 CPU its
-    GEMM is slower than fbgemm's fp16 at batch 1 and 8 and faster only at large batches
+@functools.cache
+def int8_available() -> bool:
+    """fbgemm's int8 dynamic linear (int8 weights per output channel, activations quantized per
+    call, int32 accumulation) exists in this torch build and runs on this CPU."""
+    try:
+        packed = _int8_prepack(torch.ones(8, 8), None)
+        return bool(torch.ops.quantized.linear_dynamic(torch.ones(1, 8), packed).sum() == 64)
+    except Exception:
+        return False
+
+
+def _int8_prepack(w: torch.Tensor, bias: torch.Tensor | None):
+    """w (out, in) fp32 -> fbgemm's packed int8 weights, one scale per output row (symmetric)."""
+    scale = (w.abs().amax(1).clamp_min(1e-8) / 127).double()
+    with warnings.catch_warnings():
+        # PyTorch marks quantized-tensor creation deprecated (torch.ao's successor is torchao);
+        # torch is pinned here, and torch._int_mm with the quantization done in Python measured
+        # slower at the small batches of decoding (one fused C++ op here against ~7 ops there).
+        warnings.simplefilter("ignore", UserWarning)
+        q = torch.quantize_per_channel(w, scale, torch.zeros(w.shape[0], dtype=torch.long), 0, torch.qint8)
+    return torch.ops.quantized.linear_prepack(q, bias)
+
+
+def int8_cost(card: dict | None) -> float | None:
+    """The most int8 has cost these weights over fp32, as model.evaluate --record measured it on the
+    validation split (whole sequence and decode step; nats/char); None when not measured."""
+    ev = (card or {}).get("evaluation", {})
+    base = ev.get("stateful", {}).get("loss")
+    costs = [ev[k]["loss"] - base for k in ("stateful_int8", "stateful_int8_stepwise") if k in ev]
+    return max(costs) if base is not None and len(costs) == 2 else None
+
+
+def candidate_precisions(device: torch.device | str, card: dict | None = None) -> list[str]:
+    """What 'auto' may choose on this device, for the weights described by `card`: the precisions
+    that cost <= 0.01 nats/char on the validation split. fp16 (fp16 weights, fp32 arithmetic)
+    costs ~1e-5 (tests/test_shipped.py); int8 rounds activations too, so it is a candidate only
+    for weights whose card records its measured cost (model.evaluate --precision int8 --record,
+    both paths) within INT8_MAX_COST. bf16 is not among them: on an AVX-512-BF16 CPU its GEMM is
+    slower than fbgemm's fp16 at batch 1 and 8 and faster only at large batches
     (bench/gemm_precisions.py, README Performance); one precision per process would lose latency."""
-    return ["fp32", "fp16"] if torch.device(device).type == "cpu" and fp16_available() else ["fp32"]
+    if torch.device(device).type != "cpu":
+        return ["fp32"]
+    out = ["fp32"] + (["fp16"] if fp16_available() else [])
+    cost = int8_cost(card)
+    if int8_available() and cost is not None and cost <= INT8_MAX_COST:
+        out.append("int8")
+    return out
 
 
 @torch.no_grad()
@@ -99,11 +149,17 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
         raise ValueError(f"precision must be auto or one of {PRECISIONS}, not {precision!r}")
     if precision == "fp16" and (device.type != "cpu" or not fp16_available()):
         raise ValueError("precision fp16 needs a CPU with fbgemm (torch.ops.quantized.linear_dynamic_fp16)")
+    if precision == "int8" and (device.type != "cpu" or not int8_available()):
+        raise ValueError("precision int8 needs a CPU with fbgemm (torch.ops.quantized.linear_dynamic)")
     return precision
 
 
-def _linear(weight: torch.Tensor, bias: torch.Tensor | None, precision: str):
-    """x (B, in) -> (B, out) with `weight` (out, in) stored in `precision`."""
+def _linear(weight: torch.Tensor, bias: torch.Tensor | None, precision: str, bound: float = 1.0):
+    """x (B, in) -> (B, out) with `weight` (out, in) stored in `precision`.
+    int8: every |x| must be <= bound (recurrent states are: tanh-bounded, and the learned start
+    state is measured when the step is built)."""
+    if precision == "int8":
+        return _int8_linear(weight, bias, bound)
     if precision == "fp16":
         packed = torch.ops.quantized.linear_prepack_fp16(weight.float().contiguous(), bias)
         return lambda x: torch.ops.quantized.linear_dynamic_fp16(x, packed)
@@ -111,6 +167,33 @@ def _linear(weight: torch.Tensor, bias: torch.Tensor | None, precision: str):
     if bias is None:
         return lambda x: torch.mm(x, wt)
     return lambda x: torch.addmm(bias, x, wt)
+
+
+def _int8_linear(weight: torch.Tensor, bias: torch.Tensor | None, bound: float):
+    """fbgemm's dynamic int8 linear: int8 weights with one scale per output row; x quantized to
+    uint8 at each call, int32 accumulation, fp32 out.
+
+    The op picks one quantization range per call from the min and max of the whole input, so a
+    row's result would depend on its batch-mates. A constant anchor row [bound, -bound, 0, ...]
+    appended to every input pins that range to [-bound, bound]: a row's logits are the same alone
+    and in any batch (tests/test_precision.py). Without VNNI, fbgemm's int16 intermediate sums
+    can saturate at the full 8-bit range, so activations keep 7 bits there (PyTorch's choice too)."""
+    w = weight.float().contiguous()
+    packed = _int8_prepack(w, None if bias is None else bias.float().contiguous())
+    anchor = torch.zeros(1, w.shape[1])
+    anchor[0, 0], anchor[0, 1 % w.shape[1]] = bound, -bound
+    reduce_range = not _vnni()
+
+    def f(x):
+        return torch.ops.quantized.linear_dynamic(torch.cat([x, anchor]), packed, reduce_range)[:-1]
+    return f
+
+
+def _vnni() -> bool:
+    try:
+        return bool(torch.cpu._is_vnni_supported())
+    except Exception:
+        return False
 
 
 def _fp16_twin(module: torch.nn.Module) -> torch.nn.Module | None:
@@ -128,17 +211,11 @@ def _fp16_twin(module: torch.nn.Module) -> torch.nn.Module | None:
 
 def prefill(model, precision: str = "fp32"):
     """-> fn(x (B, T) ids, State) -> (logits (B, T, V), State): the whole-prompt path."""
+    if precision == "int8":  # PyTorch's dynamic int8 LSTM would quantize the embeddings too: our own
+        return model.fused_step().prefill
     core = model.core if precision == "fp32" else _fp16_twin(model.core)
     if core is None:  # no whole-sequence fp16 module for this cell: its fp16 decode step, per character
-        step = model.fused_step()
-
-        def stepwise(x, state):
-            out = []
-            for t in range(x.shape[1]):
-                logits, state = step(x[:, t], state)
-                out.append(logits)
-            return torch.cat(out, 1), state
-        return stepwise
+        return model.fused_step().prefill
 
     def whole(x, state):
         out, state = model.run_core(core, model.embed(x), state)
@@ -154,6 +231,10 @@ class _Step:
 
     def __init__(self, model, precision: str = "fp32"):
         self.H, self.layers, self.precision = model.cfg.hidden, model.cfg.layers, precision
+        # int8 inputs must lie in [-bound, bound]: cell outputs are tanh-bounded, the learned
+        # start state is not (model/network.py)
+        start = max(float(getattr(model, n).detach().abs().max()) for n in model.start_names)
+        self.bound = max(1.0, start)
         self.matrix_numel = 0
         with torch.no_grad():
             self._build(model, model.core, self.H)
@@ -161,12 +242,20 @@ class _Step:
         # bytes of the matrices one step reads: the recurrent/upper ones in `precision`, the head fp32
         self.nbytes = self.matrix_numel * (2 if precision == "fp16" else 4) + model.head.weight.numel() * 4
 
-    def _mat(self, w: torch.Tensor, b: torch.Tensor | None):
-        self.matrix_numel += w.numel()
-        return _linear(w, None if b is None else b.contiguous(), self.precision)
+    def _mat(self, w: torch.Tensor, b: torch.Tensor | None, count: bool = True):
+        self.matrix_numel += w.numel() if count else 0
+        return _linear(w, None if b is None else b.contiguous(), self.precision, self.bound)
 
     def _build(self, model, m, H):
         raise NotImplementedError
+
+    def prefill(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """x (B, T) ids -> logits (B, T, V), State: one decode step per character."""
+        out = []
+        for t in range(x.shape[1]):
+            logits, state = self(x[:, t], state)
+            out.append(logits)
+        return torch.cat(out, 1), state
 
 
 class LSTMStep(_Step):
@@ -181,20 +270,52 @@ class LSTMStep(_Step):
         for k in range(1, self.layers):
             w = torch.cat([getattr(m, f"weight_ih_l{k}"), getattr(m, f"weight_hh_l{k}")], 1)[order]  # (4H, 2H)
             self.mats.append(self._mat(w, (getattr(m, f"bias_ih_l{k}") + getattr(m, f"bias_hh_l{k}"))[order]))
+        # the prompt path reads a layer's whole input at once (one GEMM over every position) and
+        # only W_hh per character: upper layers' W_ih and W_hh apart (not counted in a step's bytes)
+        self.ih = [None] + [self._mat(getattr(m, f"weight_ih_l{k}")[order],
+                                      (getattr(m, f"bias_ih_l{k}") + getattr(m, f"bias_hh_l{k}"))[order], count=False)
+                            for k in range(1, self.layers)]
+        self.hh = [self.mats[0]] + [self._mat(getattr(m, f"weight_hh_l{k}")[order], None, count=False)
+                                    for k in range(1, self.layers)]
+
+    def _cell(self, gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """gates (B, 4H) in (i, f, o, g) order, pre-activation; c (B, H) -> h', c'."""
+        H = self.H
+        gates[:, :3 * H].sigmoid_()
+        gates[:, 3 * H:].tanh_()
+        i, f, o, g = gates.chunk(4, 1)  # views; chunk is cheaper to call than split
+        c = torch.addcmul(f * c, i, g)  # c' = f*c + i*g
+        return o * c.tanh(), c          # h' = o*tanh(c')
+
+    def prefill(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """x (B, T) ids -> logits (B, T, V), State, layer by layer (as cuDNN): a layer's input term
+        for all T positions in one product, then T steps of W_hh alone."""
+        B, T = x.shape
+        h, c = state.parts
+        inp = self.table[x.T]  # (T, B, 4H), time first (each step reads a contiguous block): layer 0's
+        hs, cs = [], []        # input term, biases included
+        for k in range(self.layers):
+            if k:
+                inp = self.ih[k](out.view(T * B, self.H)).view(T, B, -1)  # (T, B, 4H)
+            hk, ck, outs = h[k], c[k], []
+            for t in range(T):
+                hk, ck = self._cell(self.hh[k](hk).add_(inp[t]), ck)
+                outs.append(hk)
+            out = torch.stack(outs)  # (T, B, H)
+            hs.append(hk)
+            cs.append(ck)
+        logits = self.head(out.transpose(0, 1).reshape(B * T, self.H)).view(B, T, -1)
+        return logits, State((torch.stack(hs), torch.stack(cs)))
 
     def __call__(self, x: torch.Tensor, state: State):
-        H = self.H
         h, c = state.parts
         hs, cs = [], []
         gates = self.mats[0](h[0]).add_(self.table.index_select(0, x))  # (B, 4H): (i, f, o, g)
         for k in range(self.layers):
             if k:
                 gates = self.mats[k](torch.cat([hs[-1], h[k]], 1))
-            gates[:, :3 * H].sigmoid_()
-            gates[:, 3 * H:].tanh_()
-            i, f, o, g = gates.chunk(4, 1)  # views; chunk is cheaper to call than split
-            ck = torch.addcmul(f * c[k], i, g)  # c' = f*c + i*g
-            hs.append(o * ck.tanh())            # h' = o*tanh(c')
+            hk, ck = self._cell(gates, c[k])
+            hs.append(hk)
             cs.append(ck)
         return self.head(hs[-1])[:, None], State((torch.stack(hs), torch.stack(cs)))
 

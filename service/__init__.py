@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     try:
         model, vocab, card = load_weights(settings.weights, device)
         # auto: every candidate precision is timed on the engine thread at start (model/fused.py)
-        precisions = (candidate_precisions(device) if settings.precision == "auto"
+        precisions = (candidate_precisions(device, card) if settings.precision == "auto"
                       else [resolve_precision(settings.precision, device)])
         model.set_precision(precisions[0])
     finally:

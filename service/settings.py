@@ -15,8 +15,10 @@ class Settings(BaseModel):
 
     weights: str = Field("weights/shakespeare", description="weights prefix (NAME.safetensors + NAME.json)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "fp16"] = Field(
-        "auto", description="LSTM matrices at inference (prompts and decoding); auto = fp16 (fbgemm) on CPU, fp32 on GPU")
+    precision: Literal["auto", "fp32", "fp16", "int8"] = Field(
+        "auto", description="recurrent matrices at inference (prompts and decoding); auto = the fastest, timed at "
+                            "start, of fp32, fp16 (CPU with fbgemm) and int8 (CPU with fbgemm, for weights whose "
+                            "card records its validation cost <= 0.01 nats/char); fp32 on GPU")
     torch_threads: int = Field(0, ge=0, description="torch threads per worker; 0 = cores / workers")
     max_batch: int = Field(64, ge=1, le=4096, description="sequences decoded together per step")
     max_queue: int = Field(256, ge=0, description="sequences waiting to join the batch; beyond: 429")

@@ -4,7 +4,9 @@ import time
 import pytest
 import torch
 
-from model.fused import candidate_precisions, fp16_available, probe_precision
+from model.fused import (INT8_MAX_COST, candidate_precisions, fp16_available, fused_step, int8_available,
+                         int8_cost, probe_precision)
+from model.state import State
 
 
 class _Timed:
@@ -40,9 +42,85 @@ def test_a_single_candidate_is_not_timed():
     assert probe_precision(m, ["fp32"]) == ("fp32", {}) and m.calls == []
 
 
+def _card(**costs) -> dict:
+    ev = {"stateful": {"loss": 1.5}}
+    ev.update({k: {"loss": 1.5 + v} for k, v in costs.items()})
+    return {"evaluation": ev}
+
+
 def test_candidates_by_device():
     assert candidate_precisions("cpu") == (["fp32", "fp16"] if fp16_available() else ["fp32"])
     assert candidate_precisions("cuda") == ["fp32"]
+    assert candidate_precisions("cuda", _card(stateful_int8=0.0, stateful_int8_stepwise=0.0)) == ["fp32"]
+
+
+def test_int8_is_a_candidate_only_where_the_card_shows_it_measured_and_cheap():
+    """int8 rounds activations as well as weights: auto may pick it only for weights whose card
+    records its validation cost through both inference paths (model.evaluate --record)."""
+    cheap = _card(stateful_int8=0.002, stateful_int8_stepwise=-0.001)
+    assert int8_cost(cheap) == pytest.approx(0.002)
+    assert ("int8" in candidate_precisions("cpu", cheap)) == int8_available()
+    for card in (None, {}, _card(stateful_int8=0.002),  # one path unmeasured
+                 _card(stateful_int8=0.002, stateful_int8_stepwise=INT8_MAX_COST + 0.001)):
+        assert "int8" not in candidate_precisions("cpu", card)
+
+
+needs_int8 = pytest.mark.skipif(not int8_available(), reason="no fbgemm int8 kernels in this torch build / CPU")
+
+
+@needs_int8
+def test_an_int8_row_does_not_depend_on_its_batch_mates(tiny_model):
+    """fbgemm quantizes a whole input with one range; the anchor row fixes that range, so a row's
+    product is the same alone as beside rows of any (bounded) magnitude."""
+    model, _ = tiny_model
+    step = fused_step(model, "int8")
+    torch.manual_seed(0)
+    h = torch.rand(5, model.cfg.hidden) * 0.2 - 0.1   # row 0: small values
+    h[1:] = torch.rand(4, model.cfg.hidden) * 2 - 1    # batch-mates: the whole tanh range
+    for mat in step.mats[:1] + step.hh[1:] + step.ih[1:]:
+        assert torch.equal(mat(h[:1]), mat(h)[:1])
+    x = torch.tensor([3, 1, 4, 1, 5])
+    alone, _ = step(x[:1], model.init_hidden(1))
+    together, _ = step(x, State((torch.cat([model.init_hidden(1).parts[0], h[1:].expand(model.cfg.layers, -1, -1)], 1),
+                                 torch.cat([model.init_hidden(1).parts[1], torch.randn(model.cfg.layers, 4, model.cfg.hidden)], 1))))
+    assert torch.allclose(alone[0], together[0], atol=1e-5)
+
+
+@needs_int8
+def test_int8_follows_fp32_and_its_prompt_path_follows_its_step(tiny_model):
+    model, _ = tiny_model
+    torch.manual_seed(1)
+    x = torch.randint(0, model.cfg.vocab_size, (3, 24))
+    with torch.no_grad():
+        ref, (h, c) = model.core(model.embed(x), tuple(model.init_hidden(3).parts))
+        ref = torch.log_softmax(model.head(ref), -1)
+        for p in ("fp32", "int8"):
+            step = fused_step(model, p)
+            whole, s1 = step.prefill(x, model.init_hidden(3))
+            state, outs = model.init_hidden(3), []
+            for t in range(x.shape[1]):
+                logits, state = step(x[:, t], state)
+                outs.append(logits)
+            # layer by layer = step by step (in int8 up to rounding: the step quantizes an upper
+            # layer's [input, h] with one scale per row of the stacked [W_ih | W_hh], the prompt path each apart)
+            tol = 1e-5 if p == "fp32" else 3e-3
+            assert torch.allclose(whole, torch.cat(outs, 1), atol=tol)
+            assert torch.allclose(s1.parts[1], state.parts[1], atol=tol)
+            err = (torch.log_softmax(whole, -1) - ref).abs().max()
+            assert err < (1e-4 if p == "fp32" else 0.05), (p, err)
+
+
+@needs_int8
+def test_the_service_serves_in_int8_when_asked(make_app):
+    client = make_app(precision="int8").test_client()
+    assert client.get("/info").get_json()["precision"] == "int8"
+    r = client.post("/generate", json={"prompt": "ab", "max_new_chars": 12, "seed": 3})
+    assert r.status_code == 200 and r.get_json()["usage"]["generated_chars"] == 12
+    body = {"text": "hello " * 20, "top_k": 5}
+    int8 = client.post("/predict-next", json=body).get_json()["predictions"]
+    fp32 = make_app(precision="fp32").test_client().post("/predict-next", json=body).get_json()["predictions"]
+    assert len(int8) == 5
+    assert [c["prob"] for c in int8] == pytest.approx([c["prob"] for c in fp32], abs=0.02)
 
 
 def test_the_service_reports_what_it_measured(make_app):

@@ -4,7 +4,7 @@ import torch
 
 from conftest import SHAKESPEARE, SHIPPED
 from model.checkpoint import load_weights
-from model.fused import fp16_available
+from model.fused import INT8_MAX_COST, fp16_available, int8_available, int8_cost
 
 pytestmark = pytest.mark.skipif(not SHIPPED.with_suffix(".safetensors").exists(), reason="no shipped weights")
 
@@ -59,14 +59,25 @@ def test_validation_loss_is_at_most_1_405(two_threads):
     assert nll / n == pytest.approx(card["training"]["best_val_loss"], abs=1e-4)
 
 
-@pytest.mark.skipif(not SHAKESPEARE.exists() or not fp16_available(), reason="needs tinyshakespeare and fbgemm fp16")
+AVAILABLE = {"fp16": fp16_available(), "int8": int8_available()}
+
+
+@pytest.mark.skipif(not SHAKESPEARE.exists(), reason="needs tinyshakespeare")
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
 @pytest.mark.parametrize("chunk", [512, 1], ids=["whole-sequence", "decode-step"])
-def test_fp16_inference_costs_less_than_0_01_nats(chunk, two_threads):
-    """The service's default CPU precision, through both paths it uses, on the whole validation split."""
+def test_lower_precisions_cost_less_than_0_01_nats(precision, chunk, two_threads):
+    """The service's CPU candidates (CHARRNN_PRECISION=auto), through both paths they serve with,
+    on the whole validation split; int8's figures are also the card's (what lets auto pick it)."""
     from model.data import load_corpus
     from model.evaluate import evaluate_ids
 
+    if not AVAILABLE[precision]:
+        pytest.skip(f"no fbgemm {precision} kernels in this torch build / on this CPU")
     model, vocab, card = load_weights(SHIPPED)
-    model.set_precision("fp16")
+    model.set_precision(precision)
     nll, n = evaluate_ids(model, load_corpus(SHAKESPEARE).split("val"), chunk=chunk)
-    assert abs(nll / n - card["training"]["best_val_loss"]) <= 0.01
+    assert abs(nll / n - card["training"]["best_val_loss"]) <= INT8_MAX_COST
+    if precision == "int8":
+        key = "stateful_int8" + ("_stepwise" if chunk == 1 else "")
+        assert card["evaluation"][key]["loss"] == pytest.approx(nll / n, abs=1e-4)
+        assert int8_cost(card) <= INT8_MAX_COST
