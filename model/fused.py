@@ -270,13 +270,21 @@ class LSTMStep(_Step):
         for k in range(1, self.layers):
             w = torch.cat([getattr(m, f"weight_ih_l{k}"), getattr(m, f"weight_hh_l{k}")], 1)[order]  # (4H, 2H)
             self.mats.append(self._mat(w, (getattr(m, f"bias_ih_l{k}") + getattr(m, f"bias_hh_l{k}"))[order]))
-        # the prompt path reads a layer's whole input at once (one GEMM over every position) and
-        # only W_hh per character: upper layers' W_ih and W_hh apart (not counted in a step's bytes)
-        self.ih = [None] + [self._mat(getattr(m, f"weight_ih_l{k}")[order],
-                                      (getattr(m, f"bias_ih_l{k}") + getattr(m, f"bias_hh_l{k}"))[order], count=False)
-                            for k in range(1, self.layers)]
-        self.hh = [self.mats[0]] + [self._mat(getattr(m, f"weight_hh_l{k}")[order], None, count=False)
-                                    for k in range(1, self.layers)]
+        self._split = (m, order)  # for the prompt path's matrices, built on its first use
+
+    @functools.cached_property
+    def _layerwise(self) -> tuple[list, list]:
+        """The prompt path reads a layer's whole input at once (one GEMM over every position) and
+        only W_hh per character: upper layers' W_ih and W_hh apart (not in a step's bytes).
+        -> (ih, hh) per layer; ih[0] is None (the table)."""
+        m, order = self._split
+        with torch.no_grad():
+            ih = [None] + [self._mat(getattr(m, f"weight_ih_l{k}")[order],
+                                     (getattr(m, f"bias_ih_l{k}") + getattr(m, f"bias_hh_l{k}"))[order], count=False)
+                           for k in range(1, self.layers)]
+            hh = [self.mats[0]] + [self._mat(getattr(m, f"weight_hh_l{k}")[order], None, count=False)
+                                   for k in range(1, self.layers)]
+        return ih, hh
 
     def _cell(self, gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """gates (B, 4H) in (i, f, o, g) order, pre-activation; c (B, H) -> h', c'."""
@@ -292,14 +300,15 @@ class LSTMStep(_Step):
         for all T positions in one product, then T steps of W_hh alone."""
         B, T = x.shape
         h, c = state.parts
+        ih, hh = self._layerwise
         inp = self.table[x.T]  # (T, B, 4H), time first (each step reads a contiguous block): layer 0's
         hs, cs = [], []        # input term, biases included
         for k in range(self.layers):
             if k:
-                inp = self.ih[k](out.view(T * B, self.H)).view(T, B, -1)  # (T, B, 4H)
+                inp = ih[k](out.view(T * B, self.H)).view(T, B, -1)  # (T, B, 4H)
             hk, ck, outs = h[k], c[k], []
             for t in range(T):
-                hk, ck = self._cell(self.hh[k](hk).add_(inp[t]), ck)
+                hk, ck = self._cell(hh[k](hk).add_(inp[t]), ck)
                 outs.append(hk)
             out = torch.stack(outs)  # (T, B, H)
             hs.append(hk)

@@ -77,8 +77,12 @@ def test_an_int8_row_does_not_depend_on_its_batch_mates(tiny_model):
     torch.manual_seed(0)
     h = torch.rand(5, model.cfg.hidden) * 0.2 - 0.1   # row 0: small values
     h[1:] = torch.rand(4, model.cfg.hidden) * 2 - 1    # batch-mates: the whole tanh range
-    for mat in step.mats[:1] + step.hh[1:] + step.ih[1:]:
+    ih, hh = step._layerwise
+    for mat in step.mats[:1] + hh[1:] + ih[1:]:  # inputs (B, H)
         assert torch.equal(mat(h[:1]), mat(h)[:1])
+    hh2 = torch.cat([h, h.flip(0)], 1)           # upper layers' step: [input, h] (B, 2H)
+    for mat in step.mats[1:]:
+        assert torch.equal(mat(hh2[:1]), mat(hh2)[:1])
     x = torch.tensor([3, 1, 4, 1, 5])
     alone, _ = step(x[:1], model.init_hidden(1))
     together, _ = step(x, State((torch.cat([model.init_hidden(1).parts[0], h[1:].expand(model.cfg.layers, -1, -1)], 1),
