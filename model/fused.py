@@ -259,41 +259,49 @@ class _Step:
 
 
 class LSTMStep(_Step):
-    """nn.LSTM's equations: c' = f*c + i*g, h' = o*tanh(c')."""
+    """nn.LSTM's equations: c' = f*c + i*g, h' = o*tanh(c'), g = tanh(x_g).
+
+    The g rows of every matrix, bias and table column are doubled (exact in any precision), so
+    one sigmoid covers all four gates: tanh(x) = 2*sigmoid(2x) - 1. In this torch build tanh
+    costs several times sigmoid per element (bench/decode.py's step times)."""
     G = 4
 
     def _build(self, model, m, H):
         order = torch.cat([torch.arange(0, 2 * H), torch.arange(3 * H, 4 * H), torch.arange(2 * H, 3 * H)])
         order = order.to(m.weight_hh_l0.device)  # (i, f, g, o) -> (i, f, o, g)
-        self.table = (model.embed.weight @ m.weight_ih_l0.T + m.bias_ih_l0 + m.bias_hh_l0)[:, order].contiguous()
-        self.mats = [self._mat(m.weight_hh_l0[order], None)]  # (4H, H)
+        scale = torch.ones(4 * H, device=order.device)
+        scale[3 * H:] = 2.0                      # g' = 2 x_g
+
+        def rows(t):  # (4H, ...) or (4H,) in nn's order -> reordered, g rows doubled
+            return t[order] * (scale[:, None] if t.dim() == 2 else scale)
+        self._rows = rows
+        self.table = ((model.embed.weight @ m.weight_ih_l0.T + m.bias_ih_l0 + m.bias_hh_l0)[:, order] * scale).contiguous()
+        self.mats = [self._mat(rows(m.weight_hh_l0), None)]  # (4H, H)
         for k in range(1, self.layers):
-            w = torch.cat([getattr(m, f"weight_ih_l{k}"), getattr(m, f"weight_hh_l{k}")], 1)[order]  # (4H, 2H)
-            self.mats.append(self._mat(w, (getattr(m, f"bias_ih_l{k}") + getattr(m, f"bias_hh_l{k}"))[order]))
-        self._split = (m, order)  # for the prompt path's matrices, built on its first use
+            w = torch.cat([getattr(m, f"weight_ih_l{k}"), getattr(m, f"weight_hh_l{k}")], 1)  # (4H, 2H)
+            self.mats.append(self._mat(rows(w), rows(getattr(m, f"bias_ih_l{k}") + getattr(m, f"bias_hh_l{k}"))))
+        self._split = m  # for the prompt path's matrices, built on its first use
 
     @functools.cached_property
     def _layerwise(self) -> tuple[list, list]:
         """The prompt path reads a layer's whole input at once (one GEMM over every position) and
         only W_hh per character: upper layers' W_ih and W_hh apart (not in a step's bytes).
         -> (ih, hh) per layer; ih[0] is None (the table)."""
-        m, order = self._split
+        m, rows = self._split, self._rows
         with torch.no_grad():
-            ih = [None] + [self._mat(getattr(m, f"weight_ih_l{k}")[order],
-                                     (getattr(m, f"bias_ih_l{k}") + getattr(m, f"bias_hh_l{k}"))[order], count=False)
+            ih = [None] + [self._mat(rows(getattr(m, f"weight_ih_l{k}")),
+                                     rows(getattr(m, f"bias_ih_l{k}") + getattr(m, f"bias_hh_l{k}")), count=False)
                            for k in range(1, self.layers)]
-            hh = [self.mats[0]] + [self._mat(getattr(m, f"weight_hh_l{k}")[order], None, count=False)
+            hh = [self.mats[0]] + [self._mat(rows(getattr(m, f"weight_hh_l{k}")), None, count=False)
                                    for k in range(1, self.layers)]
         return ih, hh
 
-    def _cell(self, gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """gates (B, 4H) in (i, f, o, g) order, pre-activation; c (B, H) -> h', c'."""
-        H = self.H
-        gates[:, :3 * H].sigmoid_()
-        gates[:, 3 * H:].tanh_()
-        i, f, o, g = gates.chunk(4, 1)  # views; chunk is cheaper to call than split
-        c = torch.addcmul(f * c, i, g)  # c' = f*c + i*g
-        return o * c.tanh(), c          # h' = o*tanh(c')
+    @staticmethod
+    def _cell(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """gates (B, 4H) pre-activation, (i, f, o, g') with g' = 2 x_g; c (B, H) -> h', c'."""
+        i, f, o, s = gates.sigmoid_().chunk(4, 1)       # views; s = sigmoid(2 x_g)
+        c = torch.addcmul((f * c).sub_(i), i, s, value=2)  # c' = f*c + i*(2s - 1) = f*c + i*tanh(x_g)
+        return o * c.tanh(), c                          # h' = o*tanh(c')
 
     def prefill(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """x (B, T) ids -> logits (B, T, V), State, layer by layer (as cuDNN): a layer's input term
