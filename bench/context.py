@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from model.checkpoint import atomic_write_text, load_weights, weights_prefix  # noqa: E402
 from model.data import load_corpus  # noqa: E402
 from model.evaluate import BLOCK, evaluate, protocol_rows, score_rows  # noqa: E402
-from model.fused import resolve_precision  # noqa: E402
+from model.fused import choose_precision  # noqa: E402
 
 KS = (8, 16, 32, 48, 64, 96, 128, 192, 256, 512)
 
@@ -54,7 +54,7 @@ def main():
     torch.set_grad_enabled(False)
 
     model, vocab, card = load_weights(args.weights)
-    model.set_precision(resolve_precision(args.precision, "cpu"))
+    choose_precision(model, args.precision, "cpu", card)
     ids = load_corpus(args.data).split("val")
     m = len(ids) - 1
 

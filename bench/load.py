@@ -173,18 +173,20 @@ def compute_rooflines(model) -> dict:
     return out
 
 
-def prefill_floor_ms(model) -> dict:
-    """The model alone, in this process: the whole-sequence LSTM over 200 characters for 1 and
-    8 contexts at once, the floor under /predict-next's latency with new contexts."""
+def prefill_floor_ms(model, precision: str, window: int) -> dict:
+    """The model alone, in this process: the prompt path over a whole 200-character context and
+    over the server's window (its last `window` characters, what the server reads), for 1 and 8
+    contexts at once: the floor under /predict-next's latency with new contexts."""
     import torch
     from decode import timeit
-    from model.fused import resolve_precision
-    # the server's precision (CHARRNN_PRECISION, default auto), so the floor is the server's own
-    model.set_precision(resolve_precision(os.environ.get("CHARRNN_PRECISION", "auto"), "cpu"))
+    model.set_precision(precision)  # the server's (from /info), so the floor is the server's own
+    out = {"precision": model.precision}
     with torch.no_grad():
-        out = {f"batch_{b}": timeit(lambda: model(torch.randint(0, model.cfg.vocab_size, (b, 200))),
-                                    min_time=1.0, warmup=2) * 1e3 for b in (1, 8)}
-    return {**out, "precision": model.precision}
+        for T in sorted({200, window or 200}):
+            for b in (1, 8):
+                out[f"{T}_chars_batch_{b}"] = timeit(lambda: model(torch.randint(0, model.cfg.vocab_size, (b, T))),
+                                                     min_time=1.0, warmup=2) * 1e3
+    return out
 
 
 def main():
@@ -239,7 +241,8 @@ def main():
             proc.terminate()
             proc.wait(30)
     roofs.append(compute_rooflines(model))
-    floor = prefill_floor_ms(model)
+    window = info.get("limits", {}).get("max_context") or 0
+    floor = prefill_floor_ms(model, info.get("precision", "fp32"), window)
     # The higher of the two measurements of each: the stricter roofline.
     roofline = {k: max(r[k] for r in roofs) for k in roofs[0]}
     roof = roofline["fp32"]
@@ -256,7 +259,7 @@ def main():
                "generate_fraction_of_roofline": gen[-1]["chars_per_s"] / roof,
                "generate_fraction_of_fp16_roofline": gen[-1]["chars_per_s"] / roofline.get("fp16_weights", float("nan")),
                "speedup_vs_one_client": gen[-1]["chars_per_s"] / gen[0]["chars_per_s"],
-               "predict_p99_ms_1_client": pred["predict_1"]["p99_ms"], "prefill_200_floor_ms": floor,
+               "predict_p99_ms_1_client": pred["predict_1"]["p99_ms"], "prefill_floor_ms": floor,
                "predict_p99_over_health_p99_8_clients": pred["predict_8"]["p99_ms"] / pred["health_8"]["p99_ms"],
                "ready_s": ready_s, "worker_rss_mb": rss, "server_precision": info.get("precision"),
                "max_context": info.get("limits", {}).get("max_context")}
@@ -282,8 +285,10 @@ def main():
                   f"{gen[-1]['chars_per_s'] / roofline[k]:.0%} of it")
     print(f"predict-next p99 {summary['predict_p99_ms_1_client']:.1f} ms (1 client); at 8 clients p99 = "
           f"{summary['predict_p99_over_health_p99_8_clients']:.2f}x that of /health")
-    print(f"floor: the 200-char whole-sequence LSTM ({floor['precision']}) alone takes {floor['batch_1']:.1f} ms "
-          f"for one context, {floor['batch_8']:.1f} ms for 8 at once (in-process, same run)")
+    for T in sorted({200, window or 200}):
+        print(f"floor: the prompt path over {T} chars ({floor['precision']}) alone takes "
+              f"{floor[f'{T}_chars_batch_1']:.1f} ms for one context, {floor[f'{T}_chars_batch_8']:.1f} ms for 8 at "
+              f"once (in-process, same run){' - the window the server reads' if T == window else ''}")
     print(f"server: precision {summary['server_precision']} (probe {info.get('precision_probe')}), "
           f"max_context {summary['max_context']}")
     for k, t in summary["targets"].items():

@@ -132,7 +132,7 @@ def evaluate(model, ids: np.ndarray, protocol: str = "stateful", device="cpu", w
 def main(argv=None) -> dict:
     from model.checkpoint import load_weights, pick_device
     from model.data import TRAIN_FRACTION
-    from model.fused import PRECISIONS, resolve_precision
+    from model.fused import PRECISIONS, choose_precision
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", required=True, help="weights prefix (with or without .safetensors)")
@@ -154,7 +154,7 @@ def main(argv=None) -> dict:
 
     device = pick_device(args.device)
     model, vocab, card = load_weights(args.weights, device)
-    model.set_precision(resolve_precision(args.precision, device))
+    choose_precision(model, args.precision, device, card)
     text = open(args.data, encoding="utf-8").read()
     if args.split == "val":
         text = text[int(len(text) * TRAIN_FRACTION):]

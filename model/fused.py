@@ -140,8 +140,18 @@ def probe_precision(model, candidates: list[str], batches=(1, 16), steps: int = 
     return best, scores
 
 
+def choose_precision(model, precision: str, device: torch.device | str, card: dict | None = None) -> str:
+    """Put `model` in `precision` as the service would: "auto" times candidate_precisions(device,
+    card) on this thread (probe_precision); a named one is resolve_precision's. -> the precision."""
+    if precision == "auto":
+        return probe_precision(model, candidate_precisions(device, card))[0]
+    model.set_precision(resolve_precision(precision, device))
+    return model.precision
+
+
 def resolve_precision(precision: str, device: torch.device | str) -> str:
-    """'auto' -> fp16 on a CPU whose torch has fbgemm's fp16 GEMM, else fp32."""
+    """'auto' -> fp16 on a CPU whose torch has fbgemm's fp16 GEMM, else fp32: a guess without timing
+    (choose_precision measures)."""
     device = torch.device(device)
     if precision == "auto":
         return "fp16" if device.type == "cpu" and fp16_available() else "fp32"

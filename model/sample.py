@@ -16,7 +16,7 @@ import torch
 
 def main(argv=None) -> str:
     from model.checkpoint import load_weights, pick_device
-    from model.fused import PRECISIONS, resolve_precision
+    from model.fused import PRECISIONS, choose_precision
     from model.generate import stream
     from model.sampling import SamplingParams
 
@@ -39,8 +39,8 @@ def main(argv=None) -> str:
     except ValueError as e:
         ap.error(str(e))
     device = pick_device(args.device)
-    model, vocab, _ = load_weights(args.weights, device)
-    model.set_precision(resolve_precision(args.precision, device))
+    model, vocab, card = load_weights(args.weights, device)
+    choose_precision(model, args.precision, device, card)
     unknown = vocab.unknown(args.prompt)
     if unknown:
         ap.error(f"prompt has characters outside the model's vocabulary: {unknown!r}")
