@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from model import distributed
-from model.checkpoint import atomic_write_text, load_training_state, save_training_state, save_weights, weights_prefix
+from model.checkpoint import (atomic_write_text, load_card, load_training_state, load_weights, save_training_state,
+                              save_weights, sha256_file, weights_prefix)
 from model.config import ModelConfig
 from model.data import StreamBatcher, load_corpus
 from model.evaluate import evaluate_ids, report
@@ -47,6 +48,8 @@ class TrainConfig:
     data: str = _opt(None, "UTF-8 text file; the first 90%% of its characters train, the last 10%% validate")
     out: str = _opt(None, "weights prefix: writes OUT.safetensors, OUT.json (model card), OUT.png (loss curve)")
     run_dir: str | None = _opt(None, "checkpoint.pt and metrics.jsonl go here (default: runs/<name of --out>)")
+    init: str | None = _opt(None, "start from these weights (fine-tuning): their shape (cell, embed, hidden, layers) "
+                                  "replaces the options; characters new to them start fresh")
     cell: str = _opt("lstm", "recurrent cell, as char-rnn's -model: lstm, gru or rnn (tanh); recorded in the card")
     embed: int = _opt(128, "character embedding width")
     hidden: int = _opt(512, "recurrent width per layer (the LSTM's hidden and cell state)")
@@ -177,7 +180,27 @@ def model_card(c: TrainConfig, d, corpus, run: Progress, val: dict, command: str
         "best_val_loss": val["loss"], "best_val_bpc": val["bpc"], "wall_time_s": round(run.wall(), 1),
         "device": str(d.device), "device_name": torch.cuda.get_device_name() if d.device.type == "cuda" else "cpu",
         "world_size": d.world, "backend": d.backend, "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "command": command, "resumed": run.resumed, "config": asdict(c)}}
+        "torch": torch.__version__, "command": command, "resumed": run.resumed, "config": asdict(c),
+        **({"init": {"weights": c.init, "sha256": sha256_file(weights_prefix(c.init).with_suffix(".safetensors"))}}
+           if c.init else {})}}
+
+
+def init_from(model: CharRNN, vocab, prefix: str) -> None:
+    """Copy trained weights into a fresh `model` of the same shape whose vocabulary may differ:
+    the recurrent core and start state as they are, the embedding rows and head rows of the
+    characters both vocabularies share (by character); characters new to the weights keep their
+    fresh initialisation, characters the new text lacks are dropped."""
+    old, old_vocab, _ = load_weights(prefix)
+    shared = [ch for ch in vocab.chars if ch in old_vocab.chars]
+    new_idx = torch.tensor([vocab.index(ch) for ch in shared], dtype=torch.long)
+    old_idx = torch.tensor([old_vocab.index(ch) for ch in shared], dtype=torch.long)
+    state = model.state_dict()
+    for name, tensor in old.state_dict().items():
+        if name in ("embed.weight", "head.weight", "head.bias"):  # rows by character
+            state[name][new_idx.to(state[name].device)] = tensor[old_idx].to(state[name].device)
+        else:
+            state[name].copy_(tensor)
+    model.load_state_dict(state)
 
 
 def next_batch(batcher, model: CharRNN, state, c: TrainConfig, step: int, rows, device):
@@ -244,6 +267,9 @@ def train(c: TrainConfig, command: str = "") -> dict:
     ckpt_path, metrics_path = run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
     corpus = load_corpus(c.data)
     train_ids, val_ids = corpus.split("train"), corpus.split("val")
+    if c.init:  # the shape is the init weights'; the regularisation stays this run's
+        shape = load_card(c.init)["config"]
+        c.cell, c.embed, c.hidden, c.layers = shape.get("cell", "lstm"), shape["embed"], shape["hidden"], shape["layers"]
     cfg = ModelConfig(vocab_size=len(corpus.vocab), embed=c.embed, hidden=c.hidden, layers=c.layers,
                       dropout=c.dropout, weight_drop=c.weight_drop, cell=c.cell)
     model = CharRNN(cfg).to(d.device)
@@ -266,6 +292,8 @@ def train(c: TrainConfig, command: str = "") -> dict:
             if metrics_path.exists():  # drop log lines written after the checkpoint we resume from
                 lines = [json.loads(l) for l in metrics_path.read_text().splitlines() if l.strip()]
                 run.history = [h for h in lines if h["step"] <= run.step]
+    elif c.init:  # a fresh run from trained weights (the same on every rank)
+        init_from(model, corpus.vocab, c.init)
     if d.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(metrics_path, "".join(json.dumps(h) + "\n" for h in run.history))
@@ -336,7 +364,7 @@ def parse_args(argv=None) -> TrainConfig:
         elif name == "device":
             ap.add_argument(flag, default="auto", choices=["auto", "cpu", "cuda"], help=help)
         else:
-            typ = {"run_dir": str, "max_minutes": float, "threads": int}.get(name) or type(f.default)
+            typ = {"run_dir": str, "init": str, "max_minutes": float, "threads": int}.get(name) or type(f.default)
             ap.add_argument(flag, type=typ, default=f.default, help=f"{help} (default: {f.default})")
     return TrainConfig(**vars(ap.parse_args(argv)))
 

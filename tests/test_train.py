@@ -149,3 +149,28 @@ def test_clis_end_to_end(corpus_file, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "model.sample", "--weights", str(weights), "--prompt", "🙂"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "vocabulary" in bad.stderr
+
+
+def test_fine_tuning_starts_from_the_init_weights_character_by_character(tmp_path):
+    """--init: a new text whose vocabulary differs ('h' gone, 'z' new) starts from the trained
+    weights: shared characters keep their rows, the core its weights, so the first validation
+    already knows the old transitions; the card names the weights it started from."""
+    first, second = tmp_path / "first.txt", tmp_path / "second.txt"
+    first.write_text("abcdefgh\n" * 400)
+    second.write_text("abcdefgz\n" * 400)
+    shape = dict(embed=8, hidden=32, layers=1, dropout=0.0, batch_size=8, seq_len=16, warmup=5, threads=1)
+    train(TrainConfig(data=str(first), out=str(tmp_path / "a"), run_dir=str(tmp_path / "ra"), lr=1e-2,
+                      max_steps=150, eval_every=150, **shape))
+    # lr 0: the run only evaluates where it starts from
+    runs = {name: train(TrainConfig(data=str(second), out=str(tmp_path / name), run_dir=str(tmp_path / ("r" + name)),
+                                    lr=0.0, min_lr=0.0, max_steps=1, eval_every=1, init=init, **shape))
+            for name, init in (("tuned", str(tmp_path / "a")), ("fresh", None))}
+    assert runs["tuned"]["best"]["loss"] < 0.5 * runs["fresh"]["best"]["loss"]
+    a, va, _ = load_weights(tmp_path / "a")
+    b, vb, card = load_weights(tmp_path / "tuned")
+    assert "z" in vb.chars and "h" not in vb.chars
+    for ch in "abcdefg\n":
+        assert torch.equal(b.embed.weight[vb.index(ch)], a.embed.weight[va.index(ch)])
+        assert torch.equal(b.head.weight[vb.index(ch)], a.head.weight[va.index(ch)])
+    assert torch.equal(b.lstm.weight_hh_l0, a.lstm.weight_hh_l0)
+    assert card["training"]["init"]["weights"] == str(tmp_path / "a") and len(card["training"]["init"]["sha256"]) == 64
