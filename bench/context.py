@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from model.checkpoint import atomic_write_text, load_weights, weights_prefix  # noqa: E402
 from model.data import load_corpus  # noqa: E402
 from model.evaluate import BLOCK, evaluate, protocol_rows, score_rows  # noqa: E402
-from model.fused import choose_precision  # noqa: E402
+from model.precision import choose_precision  # noqa: E402
 
 KS = (8, 16, 32, 48, 64, 96, 128, 192, 256, 512)
 

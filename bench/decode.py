@@ -136,7 +136,7 @@ def feature_costs(model, vocab, batches: list[int], rounds: int) -> list[dict]:
 def main():
     from model.checkpoint import load_weights
     from model.config import ModelConfig
-    from model.fused import fp16_available, int8_available
+    from model.precision import fp16_available, int8_available
     from model.network import CharRNN
     from model.vocab import Vocab
 

@@ -7,7 +7,7 @@ fp32 (MKL sgemm), fp16 (fbgemm's fp16-weight GEMM, what CHARRNN_PRECISION=fp16 u
 (fbgemm's dynamic int8 GEMM with per-channel weights, CHARRNN_PRECISION=int8's, including its
 anchor row: model/fused.py) and bf16 (torch.mm on bf16 operands, oneDNN; the activations cast to
 bf16 and the result back, as a bf16 step would). Best of 5 rounds of 200 calls each, interleaved. Decides whether a precision is
-worth adding to the probe (model/fused.py candidate_precisions). Prints a table and a JSON line.
+worth adding to the probe (model/precision.py candidate_precisions). Prints a table and a JSON line.
 """
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ import time
 
 import torch
 
-from model.fused import _linear, int8_available
+from model.fused import _linear
+from model.precision import int8_available
 
 
 def best_us(fn, calls: int = 200, rounds: int = 5) -> float:

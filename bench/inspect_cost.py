@@ -26,7 +26,7 @@ def child(weights: str, steps: int, chars: int, threads: int, case: str) -> dict
     import torch
     sys.path.insert(0, str(ROOT))
     from model.checkpoint import load_weights
-    from model.fused import resolve_precision
+    from model.precision import resolve_precision
     from model.inspect import activations
     torch.set_num_threads(1)  # create_app loads with one thread
     model = load_weights(weights)[0]

@@ -155,7 +155,8 @@ def compute_rooflines(model) -> dict:
     upper layer."""
     import torch
     from decode import best_gemm_flops, timeit
-    from model.fused import _int8_prepack, fp16_available, int8_available
+    from model.fused import int8_prepack
+    from model.precision import fp16_available, int8_available
     per_char = 2 * sum(p.numel() for n, p in model.named_parameters() if not n.startswith("embed"))
     # Best of 3: a roofline measured on a moment this VM is slow would flatter the service.
     out = {"fp32": max(best_gemm_flops(64) for _ in range(3)) / per_char}
@@ -165,7 +166,7 @@ def compute_rooflines(model) -> dict:
         packed16 = torch.ops.quantized.linear_prepack_fp16(w, None)
         kernels["fp16_weights"] = lambda: torch.ops.quantized.linear_dynamic_fp16(a, packed16)
     if int8_available():
-        packed8 = _int8_prepack(w, None)
+        packed8 = int8_prepack(w, None)
         kernels["int8"] = lambda: torch.ops.quantized.linear_dynamic(a, packed8)
     for name, f in kernels.items():
         t = min(timeit(f, min_time=0.15) for _ in range(3))

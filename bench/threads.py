@@ -26,7 +26,7 @@ def child(weights: str, steps: int, main_threads: int, threads: int) -> dict:
     import torch
     sys.path.insert(0, str(ROOT))
     from model.checkpoint import load_weights
-    from model.fused import resolve_precision
+    from model.precision import resolve_precision
     torch.set_num_threads(main_threads)  # the main thread's torch work (loading) with this many
     model = load_weights(weights)[0]
     model.set_precision(resolve_precision("auto", "cpu"))

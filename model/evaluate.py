@@ -132,7 +132,7 @@ def evaluate(model, ids: np.ndarray, protocol: str = "stateful", device="cpu", w
 def main(argv=None) -> dict:
     from model.checkpoint import load_weights, pick_device
     from model.data import TRAIN_FRACTION
-    from model.fused import PRECISIONS, choose_precision
+    from model.precision import PRECISIONS, choose_precision
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", required=True, help="weights prefix (with or without .safetensors)")
@@ -145,7 +145,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--context", type=int, default=64, help="context protocol: characters read before each block")
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--precision", choices=["auto", *PRECISIONS], default="fp32",
-                    help="precision of the recurrent matrices (model/fused.py); auto = as the service")
+                    help="precision of the recurrent matrices (model/fused.py); auto = as the service (timed, model/precision.py)")
     ap.add_argument("--stepwise", action="store_true",
                     help="scored characters one at a time through the decode step (default: whole sequence)")
     ap.add_argument("--record", action="store_true",

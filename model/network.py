@@ -126,7 +126,7 @@ class CharRNN(nn.Module):
     def set_precision(self, precision: str) -> "CharRNN":
         """Precision of the recurrent matrices at inference (eval, no grad): "fp32" or "fp16" (CPU).
         Training always runs the nn module in the parameters' own dtype."""
-        from model.fused import PRECISIONS
+        from model.precision import PRECISIONS
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         self.__dict__["_precision"] = precision

@@ -16,7 +16,7 @@ import torch
 
 def main(argv=None) -> str:
     from model.checkpoint import load_weights, pick_device
-    from model.fused import PRECISIONS, choose_precision
+    from model.precision import PRECISIONS, choose_precision
     from model.generate import stream
     from model.sampling import SamplingParams
 
@@ -31,7 +31,7 @@ def main(argv=None) -> str:
     ap.add_argument("--seed", type=int, default=None, help="default: random (printed to stderr)")
     ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--precision", default="auto", choices=["auto", *PRECISIONS],
-                    help="decode step's matrices (model/fused.py); auto = as the service: fp16 on CPU")
+                    help="decode step's matrices (model/fused.py); auto = as the service: the fastest here, timed (model/precision.py)")
     args = ap.parse_args(argv)
 
     try:

@@ -12,7 +12,7 @@ import torch
 from flask import Flask, g, request
 
 from model.checkpoint import load_weights, pick_device
-from model.fused import candidate_precisions, resolve_precision
+from model.precision import candidate_precisions, resolve_precision
 from model.network import CharRNN
 from model.vocab import Vocab
 from service.engine import Engine
@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     torch.set_num_threads(1)
     try:
         model, vocab, card = load_weights(settings.weights, device)
-        # auto: every candidate precision is timed on the engine thread at start (model/fused.py)
+        # auto: every candidate precision is timed on the engine thread at start (model/precision.py)
         precisions = (candidate_precisions(device, card) if settings.precision == "auto"
                       else [resolve_precision(settings.precision, device)])
         model.set_precision(precisions[0])

@@ -20,7 +20,7 @@ from enum import StrEnum
 
 import torch
 
-from model.fused import probe_precision
+from model.precision import probe_precision
 from model.generate import context_ids
 from model.network import CharRNN
 from model.state import State

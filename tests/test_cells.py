@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from model import CharRNN, ModelConfig, State
 from model.checkpoint import load_training_state, load_weights, save_training_state, save_weights
 from model.evaluate import evaluate
-from model.fused import fp16_available
+from model.precision import fp16_available
 from model.generate import generate
 from model.network import CELLS
 from model.sampling import SamplingParams

@@ -5,7 +5,7 @@ import torch
 
 from model import CharRNN, ModelConfig
 from model.checkpoint import load_weights, save_weights
-from model.fused import fp16_available, resolve_precision
+from model.precision import fp16_available, resolve_precision
 from model.vocab import Vocab
 
 

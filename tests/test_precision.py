@@ -4,8 +4,9 @@ import time
 import pytest
 import torch
 
-from model.fused import (INT8_MAX_COST, candidate_precisions, fp16_available, fused_step, int8_available,
-                         int8_cost, probe_precision)
+from model.fused import fused_step
+from model.precision import (INT8_MAX_COST, candidate_precisions, fp16_available, int8_available, int8_cost,
+                             probe_precision)
 from model.state import State
 
 

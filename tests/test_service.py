@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 
-from model.fused import fp16_available
+from model.precision import fp16_available
 from model.generate import context_ids, generate
 from model.sampling import SamplingParams
 

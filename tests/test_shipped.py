@@ -4,7 +4,7 @@ import torch
 
 from conftest import SHAKESPEARE, SHIPPED
 from model.checkpoint import load_weights
-from model.fused import INT8_MAX_COST, fp16_available, int8_available, int8_cost
+from model.precision import INT8_MAX_COST, fp16_available, int8_available, int8_cost
 
 pytestmark = pytest.mark.skipif(not SHIPPED.with_suffix(".safetensors").exists(), reason="no shipped weights")
 
