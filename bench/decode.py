@@ -226,9 +226,10 @@ def step_and_prefill(model, batches: list[int], precisions: list[str], rounds: i
         best = max(r[p + "_chars_per_s"] for p in precisions)
         print(f"{r['batch']:>5}{cols} {r['naive_onednn_us']:>10.0f} {r['naive_native_us']:>11.0f} "
               f"{r['memory_floor_us']:>9.0f} {r['compute_floor_us']:>13.0f} {best:>12.0f}")
-    # Prompt prefill: the whole-sequence module, fp32 (oneDNN and native) and fp16.
+    # Prompt prefill: the whole-sequence module, fp32 (oneDNN and native) and fp16; int8's own
+    # layer-by-layer path. 32 characters: the shipped model's window (CHARRNN_MAX_CONTEXT).
     prefill = []
-    for B, T in ((1, 4), (1, 16), (1, 200), (8, 200)):  # (1 character goes through the decode step)
+    for B, T in ((1, 4), (1, 16), (1, 32), (8, 32), (1, 200), (8, 200)):  # (1 character: the decode step)
         x = torch.randint(0, cfg.vocab_size, (B, T))
 
         def run(precision, mkldnn=True):
@@ -241,13 +242,15 @@ def step_and_prefill(model, batches: list[int], precisions: list[str], rounds: i
                     torch.backends.mkldnn.enabled = True
             return f
         fns = {"onednn_ms": run("fp32"), "native_ms": run("fp32", False)}
-        if "fp16" in precisions:
-            fns["fp16_ms"] = run("fp16")
+        for p in ("fp16", "int8"):
+            if p in precisions:
+                fns[f"{p}_ms"] = run(p)
         prefill.append({"batch": B, "chars": T, **interleaved(fns, 3)})
     print(f"prompt prefill (whole-sequence {name}), medians of 3 interleaved rounds:")
     for r in prefill:
         print(f"  batch {r['batch']}, {r['chars']:>3} chars: fp32 oneDNN {r['onednn_ms']:6.1f} ms, "
-              f"native {r['native_ms']:6.1f} ms" + (f", fp16 {r['fp16_ms']:6.1f} ms" if "fp16_ms" in r else ""))
+              f"native {r['native_ms']:6.1f} ms" + "".join(f", {p} {r[p + '_ms']:6.1f} ms" for p in ("fp16", "int8")
+                                                          if p + "_ms" in r))
     model.set_precision("fp32")
     return {"cell": cfg.cell, "step_weight_bytes_fp32": step_bytes, "rows": rows, "prefill": prefill}
 
