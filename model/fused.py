@@ -142,7 +142,8 @@ class _Step:
             self._build(model, model.core, self.H)
             self.head = _linear(model.head.weight, model.head.bias, "fp32")
         # bytes of the matrices one step reads: the recurrent/upper ones in `precision`, the head fp32
-        self.nbytes = self.matrix_numel * (2 if precision == "fp16" else 4) + model.head.weight.numel() * 4
+        per = {"fp16": 2, "int8": 1}.get(precision, 4)
+        self.nbytes = self.matrix_numel * per + model.head.weight.numel() * 4
 
     def _mat(self, w: torch.Tensor, b: torch.Tensor | None, count: bool = True):
         self.matrix_numel += w.numel() if count else 0
@@ -165,7 +166,7 @@ class LSTMStep(_Step):
 
     The g rows of every matrix, bias and table column are doubled (exact in any precision), so
     one sigmoid covers all four gates: tanh(x) = 2*sigmoid(2x) - 1. In this torch build tanh
-    costs several times sigmoid per element (bench/decode.py's step times)."""
+    costs several times sigmoid per element on CPU (README, Performance)."""
     G = 4
 
     def _build(self, model, m, H):
@@ -279,6 +280,8 @@ class RNNStep(_Step):
     G = 1
 
     def _build(self, model, m, H):
+        if self.precision == "int8" and m.nonlinearity != "tanh":  # int8's anchor needs bounded states
+            raise ValueError("int8 needs a tanh RNN: relu states are unbounded")
         self.act = torch.tanh_ if m.nonlinearity == "tanh" else torch.relu_
         self.table = (model.embed.weight @ m.weight_ih_l0.T + m.bias_ih_l0 + m.bias_hh_l0).contiguous()  # (V, H)
         self.mats = [self._mat(m.weight_hh_l0, None)]  # (H, H)

@@ -135,3 +135,12 @@ def test_the_service_reports_what_it_measured(make_app):
         assert info["precision"] == min(info["precision_probe"], key=info["precision_probe"].get)
     fixed = make_app(precision="fp32").test_client().get("/info").get_json()
     assert fixed["precision"] == "fp32" and fixed["precision_probe"] is None
+
+
+@needs_int8
+def test_a_step_reads_a_quarter_of_the_fp32_matrix_bytes_in_int8(tiny_model):
+    """nbytes, the roofline's numerator: recurrent matrices at 4, 2 and 1 bytes, the fp32 head at 4."""
+    model, _ = tiny_model
+    head = model.head.weight.numel() * 4
+    sizes = {p: fused_step(model, p).nbytes - head for p in ("fp32", "fp16", "int8")}
+    assert sizes["fp32"] == 2 * sizes["fp16"] == 4 * sizes["int8"] > 0
