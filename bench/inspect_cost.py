@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import threading
@@ -24,13 +23,11 @@ CASES = ("alone", "inspect 1 thread", "inspect N threads")
 
 def child(weights: str, steps: int, chars: int, threads: int, case: str) -> dict:
     import torch
-    sys.path.insert(0, str(ROOT))
-    from model.checkpoint import load_weights
-    from model.precision import resolve_precision
+    sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
     from model.inspect import activations
+    from threads import load_for_engine, time_steps
     torch.set_num_threads(1)  # create_app loads with one thread
-    model = load_weights(weights)[0]
-    model.set_precision(resolve_precision("auto", "cpu"))
+    model = load_for_engine(weights)
     ids = torch.randint(0, model.cfg.vocab_size, (chars,)).tolist()
     out, stop, done = {}, threading.Event(), [0]
 
@@ -40,24 +37,11 @@ def child(weights: str, steps: int, chars: int, threads: int, case: str) -> dict
             activations(model, ids)
             done[0] += 1
 
-    def engine():
-        torch.set_num_threads(threads)
-        torch.set_grad_enabled(False)
-        x, state = torch.zeros(1, 1, dtype=torch.long), model.init_hidden(1)
-        for _ in range(50):
-            _, state = model(x, state)
-        r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-        for _ in range(steps):
-            _, state = model(x, state)
-        r1 = resource.getrusage(resource.RUSAGE_SELF)
-        out.update(step_us=(time.perf_counter() - t0) / steps * 1e6,
-                   switches=(r1.ru_nvcsw + r1.ru_nivcsw) - (r0.ru_nvcsw + r0.ru_nivcsw))
-
     helper = threading.Thread(target=inspector) if case != "alone" else None
     if helper:
         helper.start()
         time.sleep(0.5)  # its team (if any) exists before the engine starts stepping
-    t = threading.Thread(target=engine)
+    t = threading.Thread(target=lambda: out.update(time_steps(model, threads, steps)))  # the engine thread
     t0 = time.perf_counter()
     t.start()
     t.join()

@@ -22,30 +22,41 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def child(weights: str, steps: int, main_threads: int, threads: int) -> dict:
-    import torch
+def load_for_engine(weights: str):
+    """The model in the leanest precision its card and this CPU allow (what the service's probe
+    picks when that is also the fastest). Not the probe itself: its timed choice could differ
+    between the fresh processes a comparison runs in."""
     sys.path.insert(0, str(ROOT))
     from model.checkpoint import load_weights
-    from model.precision import resolve_precision
+    from model.precision import candidate_precisions
+    model, _, card = load_weights(weights)
+    return model.set_precision(candidate_precisions("cpu", card)[-1])
+
+
+def time_steps(model, threads: int, steps: int) -> dict:
+    """On the calling thread, as the engine thread runs it: `threads` torch threads, 50 untimed
+    batch-1 decode steps, then `steps` timed ones -> µs per step and the process's context switches."""
+    import torch
+    torch.set_num_threads(threads)
+    torch.set_grad_enabled(False)
+    x, state = torch.zeros(1, 1, dtype=torch.long), model.init_hidden(1)
+    for _ in range(50):
+        _, state = model(x, state)
+    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    for _ in range(steps):
+        _, state = model(x, state)
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    return {"step_us": (time.perf_counter() - t0) / steps * 1e6,
+            "switches": (r1.ru_nvcsw + r1.ru_nivcsw) - (r0.ru_nvcsw + r0.ru_nivcsw)}
+
+
+def child(weights: str, steps: int, main_threads: int, threads: int) -> dict:
+    import torch
     torch.set_num_threads(main_threads)  # the main thread's torch work (loading) with this many
-    model = load_weights(weights)[0]
-    model.set_precision(resolve_precision("auto", "cpu"))
+    model = load_for_engine(weights)
     out = {}
-
-    def run():  # the engine's situation: a second thread that sets its own thread count
-        torch.set_num_threads(threads)
-        torch.set_grad_enabled(False)
-        x, state = torch.zeros(1, 1, dtype=torch.long), model.init_hidden(1)
-        for _ in range(50):
-            _, state = model(x, state)
-        r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-        for _ in range(steps):
-            _, state = model(x, state)
-        r1 = resource.getrusage(resource.RUSAGE_SELF)
-        out.update(step_us=(time.perf_counter() - t0) / steps * 1e6,
-                   switches=(r1.ru_nvcsw + r1.ru_nivcsw) - (r0.ru_nvcsw + r0.ru_nivcsw))
-
-    t = threading.Thread(target=run)
+    # the engine's situation: a second thread that sets its own thread count
+    t = threading.Thread(target=lambda: out.update(time_steps(model, threads, steps)))
     t.start()
     t.join()
     return {"main_threads": main_threads, "precision": model.precision, **out}
