@@ -107,13 +107,11 @@ def choose_precision(model, precision: str, device: torch.device | str, card: di
 
 
 def resolve_precision(precision: str, device: torch.device | str) -> str:
-    """'auto' -> fp16 on a CPU whose torch has fbgemm's fp16 GEMM, else fp32: a guess without timing
-    (choose_precision measures)."""
+    """A named precision, checked against this device and torch build ("auto" is choose_precision's:
+    it measures instead of guessing)."""
     device = torch.device(device)
-    if precision == "auto":
-        return "fp16" if device.type == "cpu" and fp16_available() else "fp32"
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be auto or one of {PRECISIONS}, not {precision!r}")
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     if precision == "fp16" and (device.type != "cpu" or not fp16_available()):
         raise ValueError("precision fp16 needs a CPU with fbgemm (torch.ops.quantized.linear_dynamic_fp16)")
     if precision == "int8" and (device.type != "cpu" or not int8_available()):

@@ -5,7 +5,7 @@ import torch
 
 from model import CharRNN, ModelConfig
 from model.checkpoint import load_weights, save_weights
-from model.precision import fp16_available, resolve_precision
+from model.precision import candidate_precisions, choose_precision, fp16_available, resolve_precision
 from model.vocab import Vocab
 
 
@@ -117,10 +117,14 @@ def test_fp16_inference_is_nn_lstm_with_half_precision_matrices(layers):
         m.set_precision("int4")
 
 
-def test_auto_precision_resolves_by_device():
-    assert resolve_precision("auto", "cpu") == ("fp16" if fp16_available() else "fp32")
-    assert resolve_precision("auto", "cuda") == "fp32"
+def test_precisions_resolve_by_device(tiny_model):
+    model, _ = tiny_model
+    assert choose_precision(model, "auto", "cuda") == "fp32" == model.precision  # nothing else on a GPU
+    best = choose_precision(model, "auto", "cpu")  # timed: one of what this CPU offers, and left set
+    assert best in candidate_precisions("cpu") and model.precision == best
     assert resolve_precision("fp32", "cpu") == "fp32"
+    with pytest.raises(ValueError):
+        resolve_precision("auto", "cpu")  # a guess would contradict the probe: only choose_precision resolves it
     with pytest.raises(ValueError):
         resolve_precision("fp16", "cuda")
     with pytest.raises(ValueError):
