@@ -91,6 +91,7 @@ def _int8_linear(weight: torch.Tensor, bias: torch.Tensor | None, bound: float):
     return f
 
 
+@functools.cache  # a property of the CPU
 def _vnni() -> bool:
     try:
         return bool(torch.cpu._is_vnni_supported())
@@ -113,10 +114,13 @@ def _fp16_twin(module: torch.nn.Module) -> torch.nn.Module | None:
 
 def prefill(model, precision: str = "fp32"):
     """-> fn(x (B, T) ids, State) -> (logits (B, T, V), State): the whole-prompt path."""
-    if precision == "int8":  # PyTorch's dynamic int8 LSTM would quantize the embeddings too: our own
-        return model.fused_step().prefill
-    core = model.core if precision == "fp32" else _fp16_twin(model.core)
-    if core is None:  # no whole-sequence fp16 module for this cell: its fp16 decode step, per character
+    if precision == "fp32":
+        core = model.core
+    elif precision == "fp16":
+        core = _fp16_twin(model.core)  # None for nn.RNN: PyTorch has no dynamic fp16 version
+    else:  # int8: PyTorch's dynamic int8 LSTM would quantize the embeddings too
+        core = None
+    if core is None:  # the decode step's own prompt path (_Step.prefill)
         return model.fused_step().prefill
 
     def whole(x, state):
@@ -183,14 +187,14 @@ class LSTMStep(_Step):
         for k in range(1, self.layers):
             w = torch.cat([getattr(m, f"weight_ih_l{k}"), getattr(m, f"weight_hh_l{k}")], 1)  # (4H, 2H)
             self.mats.append(self._mat(rows(w), rows(getattr(m, f"bias_ih_l{k}") + getattr(m, f"bias_hh_l{k}"))))
-        self._split = m  # for the prompt path's matrices, built on its first use
+        self._core = m  # for the prompt path's matrices, built on its first use
 
     @functools.cached_property
     def _layerwise(self) -> tuple[list, list]:
         """The prompt path reads a layer's whole input at once (one GEMM over every position) and
         only W_hh per character: upper layers' W_ih and W_hh apart (not in a step's bytes).
         -> (ih, hh) per layer; ih[0] is None (the table)."""
-        m, rows = self._split, self._rows
+        m, rows = self._core, self._rows
         with torch.no_grad():
             ih = [None] + [self._mat(rows(getattr(m, f"weight_ih_l{k}")),
                                      rows(getattr(m, f"bias_ih_l{k}") + getattr(m, f"bias_hh_l{k}")), count=False)
