@@ -66,7 +66,7 @@ def inspect():
         raise _invalid("units", f"units are 0 .. {hidden - 1}")
     ids = _encode(req.text, "text", req.unknown_chars).tolist()
     if not ids:  # every character skipped: nothing was read
-        return jsonify(InspectResponse(text="", start=0, cell="lstm", layer=layer, hidden=hidden,
+        return jsonify(InspectResponse(text="", start=0, cell=cell_of(model), layer=layer, hidden=hidden,
                                        units=list(req.units or []), top_units=[], chars=[]).model_dump())
     window = getattr(ctx.engine, "max_context", 0)  # the window /predict-next and /generate read
     start = len(ids) - window if window and len(ids) > window else 0
