@@ -155,7 +155,7 @@ def compute_rooflines(model) -> dict:
     upper layer."""
     import torch
     from decode import best_gemm_flops, timeit
-    from model.fused import int8_prepack
+    from model.int8 import int8_prepack
     from model.precision import fp16_available, int8_available
     per_char = 2 * sum(p.numel() for n, p in model.named_parameters() if not n.startswith("embed"))
     # Best of 3: a roofline measured on a moment this VM is slow would flatter the service.

@@ -1,4 +1,4 @@
-"""Inference in fp32 or fp16: the one-character decode step and the whole-prompt (prefill) path,
+"""Inference in fp32, fp16 or int8: the one-character decode step and the whole-prompt (prefill) path,
 for every cell (model/network.py CELLS).
 
 Generation is a loop of single-character steps, where an nn module's per-call overhead (and, on
@@ -9,7 +9,7 @@ equations as nn.LSTM / nn.GRU / nn.RNN with the weights prepared for the step:
 - every gate of a layer comes out of one matmul: the LSTM's and the RNN's upper layers do one
   over [input, h] against the stacked [W_ih | W_hh]; the GRU keeps its input and hidden products
   apart (its candidate gate scales only the hidden one by r), one matmul each for all 3 gates;
-- LSTM gate rows are reordered (i, f, g, o) -> (i, f, o, g): one sigmoid over 3H, one tanh over H.
+- LSTM gate rows are reordered (i, f, g, o) -> (i, f, o, g), g's doubled: one sigmoid over 4H.
 What one step reads is `nbytes`; bench/decode.py sets each cell's step against that roofline.
 
 Precision of the recurrent and upper-layer matrices (the bytes a step reads):
@@ -18,8 +18,8 @@ Precision of the recurrent and upper-layer matrices (the bytes a step reads):
   precision (half the bytes), widened to fp32 in registers, fp32 accumulation. Faster than
   MKL's sgemm at the small batches of decoding (README, Performance: bench/decode.py); the
   validation loss it costs is measured by model.evaluate --precision.
-- "int8": CPU only. fbgemm's dynamic int8 GEMM: int8 weights with one scale per output row, the
-  input quantized to 8 bits at each call, int32 accumulation (VNNI where the CPU has it). A
+- "int8": CPU only. fbgemm's dynamic int8 GEMM (model/int8.py): int8 weights with one scale per
+  output row, the input quantized to 8 bits at each call, int32 accumulation (VNNI). A
   quarter of fp32's bytes and several times fbgemm fp16's arithmetic rate at decoding batches
   (bench/decode.py). It rounds activations too, so the service picks it only for weights whose
   card records its measured validation cost (candidate_precisions).
@@ -27,33 +27,21 @@ The head (H x V) and the table stay fp32.
 
 Prompts (prefill) run through the whole-sequence module: the nn module in fp32; in fp16 PyTorch's
 dynamic fp16 LSTM / GRU (torch.ao.nn.quantized.dynamic: the same fbgemm GEMM), which also has none
-of oneDNN's per-call weight re-layout, the cost that dominates short prompts. int8 prompts run
-through our own LSTM layer by layer (LSTMStep.prefill): PyTorch's dynamic int8 LSTM would also
-quantize the embeddings, with a range shared by the whole batch. PyTorch has no dynamic
-whole-sequence RNN: the RNN's fp16 prompt, and the GRU's and RNN's int8 ones, run through the
-decode step, one character at a time (the same math).
+of oneDNN's per-call weight re-layout, the cost that dominates short prompts. int8 LSTM prompts
+run through PyTorch's dynamic int8 LSTM with its quantization ranges pinned (model/int8.py,
+PinnedLSTM); where the learned start state lies outside [-1, 1], through our own LSTM layer by
+layer (LSTMStep.prefill). PyTorch has no dynamic whole-sequence RNN: the RNN's fp16 prompt, and
+the GRU's and RNN's int8 ones, run through the decode step, one character at a time (the same math).
 """
 from __future__ import annotations
 
 import copy
 import functools
-import warnings
 
 import torch
 
+from model.int8 import PinnedLSTM, int8_linear
 from model.state import State
-
-
-def int8_prepack(w: torch.Tensor, bias: torch.Tensor | None):
-    """w (out, in) fp32 -> fbgemm's packed int8 weights, one scale per output row (symmetric)."""
-    scale = (w.abs().amax(1).clamp_min(1e-8) / 127).double()
-    with warnings.catch_warnings():
-        # PyTorch marks quantized-tensor creation deprecated (torch.ao's successor is torchao);
-        # torch is pinned here, and torch._int_mm with the quantization done in Python measured
-        # slower at the small batches of decoding (one fused C++ op here against ~7 ops there).
-        warnings.simplefilter("ignore", UserWarning)
-        q = torch.quantize_per_channel(w, scale, torch.zeros(w.shape[0], dtype=torch.long), 0, torch.qint8)
-    return torch.ops.quantized.linear_prepack(q, bias)
 
 
 def _linear(weight: torch.Tensor, bias: torch.Tensor | None, precision: str, bound: float = 1.0):
@@ -61,7 +49,7 @@ def _linear(weight: torch.Tensor, bias: torch.Tensor | None, precision: str, bou
     int8: every |x| must be <= bound (recurrent states are: tanh-bounded, and the learned start
     state is measured when the step is built)."""
     if precision == "int8":
-        return _int8_linear(weight, bias, bound)
+        return int8_linear(weight, bias, bound)
     if precision == "fp16":
         packed = torch.ops.quantized.linear_prepack_fp16(weight.float().contiguous(), bias)
         return lambda x: torch.ops.quantized.linear_dynamic_fp16(x, packed)
@@ -69,34 +57,6 @@ def _linear(weight: torch.Tensor, bias: torch.Tensor | None, precision: str, bou
     if bias is None:
         return lambda x: torch.mm(x, wt)
     return lambda x: torch.addmm(bias, x, wt)
-
-
-def _int8_linear(weight: torch.Tensor, bias: torch.Tensor | None, bound: float):
-    """fbgemm's dynamic int8 linear: int8 weights with one scale per output row; x quantized to
-    uint8 at each call, int32 accumulation, fp32 out.
-
-    The op picks one quantization range per call from the min and max of the whole input, so a
-    row's result would depend on its batch-mates. A constant anchor row [bound, -bound, 0, ...]
-    appended to every input pins that range to [-bound, bound]: a row's logits are the same alone
-    and in any batch (tests/test_precision.py). Without VNNI, fbgemm's int16 intermediate sums
-    can saturate at the full 8-bit range, so activations keep 7 bits there (PyTorch's choice too)."""
-    w = weight.float().contiguous()
-    packed = int8_prepack(w, None if bias is None else bias.float().contiguous())
-    anchor = torch.zeros(1, w.shape[1])
-    anchor[0, 0], anchor[0, 1 % w.shape[1]] = bound, -bound
-    reduce_range = not _vnni()
-
-    def f(x):
-        return torch.ops.quantized.linear_dynamic(torch.cat([x, anchor]), packed, reduce_range)[:-1]
-    return f
-
-
-@functools.cache  # a property of the CPU
-def _vnni() -> bool:
-    try:
-        return bool(torch.cpu._is_vnni_supported())
-    except Exception:
-        return False
 
 
 def _fp16_twin(module: torch.nn.Module) -> torch.nn.Module | None:
@@ -118,7 +78,10 @@ def prefill(model, precision: str = "fp32"):
         core = model.core
     elif precision == "fp16":
         core = _fp16_twin(model.core)  # None for nn.RNN: PyTorch has no dynamic fp16 version
-    else:  # int8: PyTorch's dynamic int8 LSTM would quantize the embeddings too
+    else:  # int8: PyTorch's C++ int8 LSTM, its ranges pinned (model/int8.py); other cells stepwise
+        pinned = PinnedLSTM(model) if model.cfg.cell == "lstm" else None
+        if pinned is not None and pinned.available:
+            return pinned
         core = None
     if core is None:  # the decode step's own prompt path (_Step.prefill)
         return model.fused_step().prefill

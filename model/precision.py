@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from model.fused import int8_prepack
+from model.int8 import int8_prepack
 
 PRECISIONS = ("fp32", "fp16", "int8")
 INT8_MAX_COST = 0.01  # nats/char over fp32 on the validation split, measured and recorded in the card

@@ -4,7 +4,8 @@ import time
 import pytest
 import torch
 
-from model.fused import fused_step
+from model.fused import fused_step, prefill
+from model.int8 import PinnedLSTM
 from model.precision import (INT8_MAX_COST, candidate_precisions, fp16_available, int8_available, int8_cost,
                              probe_precision)
 from model.state import State
@@ -113,6 +114,63 @@ def test_int8_follows_fp32_and_its_prompt_path_follows_its_step(tiny_model):
             assert torch.allclose(s1.parts[1], state.parts[1], atol=tol)
             err = (torch.log_softmax(whole, -1) - ref).abs().max()
             assert err < (1e-4 if p == "fp32" else 0.05), (p, err)
+
+
+@needs_int8
+def test_an_int8_prompt_does_not_depend_on_its_batch_mates(tiny_model):
+    """The int8 prompt path (PyTorch's C++ int8 LSTM) quantizes each product's whole input with
+    one range; the pinned units hold that range's ends in every row, so a prompt read alone gives
+    the same logits and state as read beside any others, and the pinned units stay at +-1."""
+    model, _ = tiny_model
+    with torch.no_grad():
+        model.h0.uniform_(-0.5, 0.5)
+        pinned = prefill(model, "int8")
+        assert isinstance(pinned, PinnedLSTM)
+        torch.manual_seed(2)
+        x = torch.randint(0, model.cfg.vocab_size, (4, 20))
+        x[1:, ::3] = x[0, 0]  # batch-mates sharing some characters, others not
+        state = model.init_hidden(4)
+        state.parts[0][:, 1:] = torch.rand(model.cfg.layers, 3, model.cfg.hidden) * 2 - 1  # mates mid-text
+        alone, s1 = pinned(x[:1], model.init_hidden(1))
+        together, s4 = pinned(x, state)
+        assert torch.equal(alone[0], together[0])
+        assert all(torch.equal(a[:, 0], b[:, 0]) for a, b in zip(s1.parts, s4.parts))
+        # the mechanism: the pinned units' outputs are exactly +1 and -1 at every position
+        L, H = model.cfg.layers, model.cfg.hidden
+        h = torch.cat([state.parts[0], torch.tensor([1.0, -1.0]).expand(L, 4, 2)], 2)
+        c = torch.cat([state.parts[1], torch.tensor([20.0, -20.0]).expand(L, 4, 2)], 2)
+        out = torch.quantized_lstm(pinned.table[x], (h, c), pinned.params, True, L, 0.0, False, False, True,
+                                   dtype=torch.qint8, use_dynamic=True)[0]
+        assert torch.equal(out[..., H:], torch.tensor([1.0, -1.0]).expand(4, 20, 2))
+
+
+@needs_int8
+def test_the_int8_prompt_path_follows_fp32_and_the_int8_step(tiny_model):
+    model, _ = tiny_model
+    torch.manual_seed(3)
+    x = torch.randint(0, model.cfg.vocab_size, (3, 24))
+    with torch.no_grad():
+        ref, _ = model.core(model.embed(x), tuple(model.init_hidden(3).parts))
+        ref = torch.log_softmax(model.head(ref), -1)
+        whole, s1 = prefill(model, "int8")(x, model.init_hidden(3))
+        step, state, outs = fused_step(model, "int8"), model.init_hidden(3), []
+        for t in range(x.shape[1]):
+            logits, state = step(x[:, t], state)
+            outs.append(logits)
+        # the same model in int8 both ways, up to rounding: the prompt path also quantizes the
+        # embedding (the step reads exact fp32 rows of its table) and each layer's W_ih and W_hh apart
+        assert torch.allclose(whole, torch.cat(outs, 1), atol=0.02)
+        assert torch.allclose(s1.parts[1], state.parts[1], atol=0.02)
+        assert (torch.log_softmax(whole, -1) - ref).abs().max() < 0.05
+
+
+@needs_int8
+def test_int8_prompts_fall_back_to_the_layerwise_path_for_a_start_state_past_one(tiny_model):
+    """The pinned units hold +-1: a learned start state beyond that would widen a row's range."""
+    model, _ = tiny_model
+    with torch.no_grad():
+        model.h0.fill_(1.5)
+        assert not PinnedLSTM(model).available
 
 
 @needs_int8
