@@ -174,6 +174,29 @@ def compute_rooflines(model) -> dict:
     return out
 
 
+def step_products_ceiling(model, precision: str) -> float:
+    """Characters/s of the decode step's matrix products alone, at batch 64 with the step's own
+    shapes and packed weights (in int8 with its anchor row; the fp32 head): what a step could reach
+    with no elementwise, sampling or HTTP cost. The roofline above is one well-shaped GEMM."""
+    import torch
+    from decode import timeit
+    from model.fused import fused_step
+    step, H = fused_step(model, precision), model.cfg.hidden
+    if hasattr(step, "mats"):  # LSTM, RNN: layer 0 reads h (B, H), an upper layer [input, h] (B, 2H)
+        pairs = [(m, torch.rand(64, H if k == 0 else 2 * H) * 2 - 1) for k, m in enumerate(step.mats)]
+    else:                      # GRU: input and hidden products apart, each reading (B, H)
+        pairs = [(m, torch.rand(64, H) * 2 - 1) for m in step.inp[1:] + step.hid]
+    h = torch.rand(64, H) * 2 - 1
+
+    def products():
+        for m, x in pairs:
+            m(x)
+        step.head(h)
+    with torch.no_grad():
+        t = min(timeit(products, min_time=0.15) for _ in range(3))
+    return 64 / t
+
+
 def prefill_floor_ms(model, precision: str, window: int) -> dict:
     """The model alone, in this process: the prompt path over a whole 200-character context and
     over the server's window (its last `window` characters, what the server reads), for 1 and 8
@@ -244,6 +267,7 @@ def main():
     roofs.append(compute_rooflines(model))
     window = info.get("limits", {}).get("max_context") or 0
     floor = prefill_floor_ms(model, info.get("precision", "fp32"), window)
+    ceiling = step_products_ceiling(model, info.get("precision", "fp32"))
     # The higher of the two measurements of each: the stricter roofline.
     roofline = {k: max(r[k] for r in roofs) for k in roofs[0]}
     roof = roofline["fp32"]
@@ -269,6 +293,7 @@ def main():
     kernel = {"fp16": "fp16_weights", "int8": "int8"}.get(info.get("precision"), "fp32")
     kernel_roof = roofline[kernel]
     summary["decode_kernel"], summary["generate_fraction_of_kernel_roofline"] = kernel, gen[-1]["chars_per_s"] / kernel_roof
+    summary["step_products_chars_per_s"] = ceiling
     targets = {
         "predict-next p99, new 200-char contexts, 1 client <= 20 ms": (pred["predict_1"]["p99_ms"], 20.0),
         "predict-next p99 / health p99, 8 clients <= 2.5": (summary["predict_p99_over_health_p99_8_clients"], 2.5),
@@ -284,6 +309,9 @@ def main():
             mark = " (the server's decode-step kernel)" if k == kernel else ""
             print(f"roofline at {label}{mark}: {roofline[k]:.0f} chars/s; {gen[-1]['clients']} clients reach "
                   f"{gen[-1]['chars_per_s'] / roofline[k]:.0%} of it")
+    print(f"the decode step's own products alone ({info.get('precision')}, its shapes, batch 64): {ceiling:.0f} "
+          f"chars/s = {ceiling / kernel_roof:.0%} of the kernel's roofline; {gen[-1]['clients']} clients reach "
+          f"{gen[-1]['chars_per_s'] / ceiling:.0%} of it")
     print(f"predict-next p99 {summary['predict_p99_ms_1_client']:.1f} ms (1 client); at 8 clients p99 = "
           f"{summary['predict_p99_over_health_p99_8_clients']:.2f}x that of /health")
     for T in sorted({200, window or 200}):
