@@ -181,8 +181,17 @@ def model_card(c: TrainConfig, d, corpus, run: Progress, val: dict, command: str
         "device": str(d.device), "device_name": torch.cuda.get_device_name() if d.device.type == "cuda" else "cpu",
         "world_size": d.world, "backend": d.backend, "threads": torch.get_num_threads(),
         "torch": torch.__version__, "command": command, "resumed": run.resumed, "config": asdict(c),
-        **({"init": {"weights": c.init, "sha256": sha256_file(weights_prefix(c.init).with_suffix(".safetensors"))}}
-           if c.init else {})}}
+        **(init_record(c.init, run.step * c.batch_size * c.seq_len) if c.init else {})}}
+
+
+def init_record(init: str, chars_seen: int) -> dict:
+    """A fine-tune's provenance: the init weights' hash and how they were trained (their card's
+    command), and the characters seen by both runs together."""
+    t = load_card(init).get("training", {})
+    before = t.get("chars_seen_total", t.get("chars_seen")) or 0
+    return {"init": {"weights": init, "sha256": sha256_file(weights_prefix(init).with_suffix(".safetensors")),
+                     "command": t.get("command"), "chars_seen": before},
+            "chars_seen_total": before + chars_seen}
 
 
 def init_from(model: CharRNN, vocab, prefix: str) -> None:

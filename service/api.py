@@ -249,7 +249,7 @@ def info():
                   "vocab": "".join(ctx.vocab.chars), "parameters": m.num_params(), **m.cfg.to_dict(),
                   "dtype": card.get("dtype"), "val_loss": training.get("best_val_loss"),
                   "val_bpc": training.get("best_val_bpc"), "trained_on": training.get("data"),
-                  "chars_seen": training.get("chars_seen")},
+                  "chars_seen": training.get("chars_seen_total", training.get("chars_seen"))},
         "device": str(ctx.device), "precision": m.precision,
         "precision_probe": ctx.engine.precision_probe or None,  # us per decode step, when auto measured
         "torch": torch.__version__,

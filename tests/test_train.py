@@ -173,4 +173,8 @@ def test_fine_tuning_starts_from_the_init_weights_character_by_character(tmp_pat
         assert torch.equal(b.embed.weight[vb.index(ch)], a.embed.weight[va.index(ch)])
         assert torch.equal(b.head.weight[vb.index(ch)], a.head.weight[va.index(ch)])
     assert torch.equal(b.lstm.weight_hh_l0, a.lstm.weight_hh_l0)
-    assert card["training"]["init"]["weights"] == str(tmp_path / "a") and len(card["training"]["init"]["sha256"]) == 64
+    init, first_card = card["training"]["init"], load_weights(tmp_path / "a")[2]["training"]
+    assert init["weights"] == str(tmp_path / "a") and len(init["sha256"]) == 64
+    # the characters both runs saw: the init's 150 steps and this one's 1 (8 rows x 16 characters each)
+    assert init["chars_seen"] == first_card["chars_seen"] == 150 * 8 * 16
+    assert card["training"]["chars_seen_total"] == 151 * 8 * 16
