@@ -157,7 +157,7 @@ class Engine:
     def __init__(self, model: CharRNN, vocab: Vocab, *, max_batch: int = 64, max_queue: int = 256,
                  prefill_chunk: int = 256, metrics=None, prefix_cache: int = 1024, on_idle=None,
                  stream_interval: float = 0.0, threads: int = 0, max_context: int = 0,
-                 precisions: list[str] | None = None):
+                 precisions: list[str] | None = None, idle_delay: float = 1.0):
         self.model, self.vocab, self.metrics = model, vocab, metrics
         self.threads = threads  # torch threads of the engine thread (0: leave as is)
         self.stream_interval = stream_interval
@@ -167,7 +167,8 @@ class Engine:
         self.precision_probe: dict = {}  # precision -> decode-step score (us), when probed
         self.device = model.head.weight.device
         self.cache = PrefixCache(prefix_cache) if prefix_cache else None
-        self.on_idle = on_idle  # called (engine thread) when the last sequence is done
+        self.on_idle = on_idle  # called (engine thread) once the engine has had no work for idle_delay s
+        self.idle_delay = idle_delay
         self._pending: deque[Sequence] = deque()
         self._cond = threading.Condition()
         self._prefilling: list[Sequence] = []
@@ -244,8 +245,14 @@ class Engine:
             torch.set_num_threads(self.threads)
         self._warm_up()
         while True:
-            if self.on_idle and not (self._pending or self._prefilling or self._batch):
-                self.on_idle()  # outside the lock: submitters never wait for it
+            if self.on_idle and self._idle():
+                # Only after idle_delay with no work: a client sending one request after another
+                # would otherwise meet the idle work (a heap trim, whose pages the next request
+                # faults back in) before each request.
+                with self._cond:
+                    self._cond.wait_for(lambda: self._stop or not self._idle(), self.idle_delay)
+                if self._idle() and not self._stop:
+                    self.on_idle()  # outside the lock: submitters never wait for it
             with self._cond:
                 while not (self._stop or self._pending or self._prefilling or self._batch):
                     self._cond.wait()
@@ -271,6 +278,9 @@ class Engine:
                 self._isolate_decode()
         for s in list(self._pending) + self._prefilling + self._batch:
             s.emit(Event.SHUTDOWN, "server shutting down")
+
+    def _idle(self) -> bool:
+        return not (self._pending or self._prefilling or self._batch)
 
     def _fail(self, s: Sequence):
         if s.done:  # already answered (or timed out): one ending per sequence

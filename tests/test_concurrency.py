@@ -151,3 +151,27 @@ def test_stream_interval_batches_text_events_but_never_loses_text(interval, expe
     got = [events.get_nowait() for _ in range(events.qsize())]
     assert [v for _, kind, v in got if kind == "text"] == expected
     assert got[-1] == (0, "done", "length")
+
+
+def test_idle_work_waits_for_a_quiet_spell_not_each_gap_between_requests(tiny_model):
+    """on_idle (the heap trim) runs once the engine has had no work for idle_delay: a client
+    sending one request after another never meets it between them."""
+    from service.engine import Engine
+    model, vocab = tiny_model
+    calls = []
+    eng = Engine(model, vocab, prefix_cache=0, idle_delay=0.3, on_idle=lambda: calls.append(time.monotonic())).start()
+    try:
+        time.sleep(0.5)
+        assert len(calls) == 1  # idle since start-up
+        for i in range(8):      # one request after another, 50 ms apart
+            events = queue.Queue()
+            eng.submit([eng.new_sequence([1, 2, 3], params=SamplingParams(), seed=i, max_new=4, stops=[],
+                                         deadline=time.monotonic() + 30, events=events)])
+            while events.get(timeout=10)[1] != "done":
+                pass
+            time.sleep(0.05)
+        assert len(calls) == 1
+        time.sleep(0.5)
+        assert len(calls) == 2  # the quiet spell after them
+    finally:
+        eng.stop()
