@@ -175,3 +175,36 @@ def test_idle_work_waits_for_a_quiet_spell_not_each_gap_between_requests(tiny_mo
         assert len(calls) == 2  # the quiet spell after them
     finally:
         eng.stop()
+
+
+def test_prompts_and_small_batches_run_on_one_torch_thread_wide_batches_on_all(tiny_model):
+    """A second OpenMP thread speeds up wide decode batches but only spin-waits through a prompt's
+    few-row products, taking the core the HTTP threads need (README, Performance)."""
+    import torch
+
+    from service.engine import Engine
+    model, vocab = tiny_model
+    seen = []  # (rows, characters per row, torch threads) of each model call on the engine thread
+    forward = model.forward
+
+    def spy(x, state=None):
+        seen.append((x.shape[0], x.shape[1], torch.get_num_threads()))
+        return forward(x, state)
+    model.forward = spy
+    eng = Engine(model, vocab, prefix_cache=0, threads=2, wide_batch=4).start()
+    try:
+        seen.clear()
+        for n in (1, 6):
+            queues = [queue.Queue() for _ in range(n)]
+            eng.submit([eng.new_sequence([1, 2, 3, 4], params=SamplingParams(), seed=i, max_new=6, stops=[],
+                                         deadline=time.monotonic() + 30, events=q) for i, q in enumerate(queues)])
+            for q in queues:
+                while q.get(timeout=10)[1] != "done":
+                    pass
+    finally:
+        eng.stop()
+        model.forward = forward
+    prompts = [s for s in seen if s[1] > 1]
+    steps = [s for s in seen if s[1] == 1]
+    assert prompts and all(t == 1 for _, _, t in prompts)
+    assert {t for b, _, t in steps if b < 4} == {1} and {t for b, _, t in steps if b >= 4} == {2}
