@@ -65,7 +65,7 @@ def candidate_precisions(device: torch.device | str, card: dict | None = None) -
 
 
 @torch.no_grad()
-def probe_precision(model, candidates: list[str], batches=(1, 16), steps: int = 5) -> tuple[str, dict]:
+def probe_precision(model, candidates: list[str], batches=(1, 16), steps: int = 3) -> tuple[str, dict]:
     """Time the decode step in each candidate precision and leave the model in the fastest.
 
     Call it on the thread that will serve (the engine's): its OpenMP team and caches are the ones
