@@ -160,7 +160,7 @@ class Engine:
                  precisions: list[str] | None = None, idle_delay: float = 1.0, wide_batch: int = 16):
         self.model, self.vocab, self.metrics = model, vocab, metrics
         self.threads = threads  # torch threads of the engine thread (0: leave as is)
-        self.wide_batch = wide_batch  # decode batches of at least this many rows use all `threads`
+        self.wide_batch = wide_batch  # turns over at least this many rows use all `threads`
         self.stream_interval = stream_interval
         self.max_batch, self.max_queue, self.prefill_chunk = max_batch, max_queue, prefill_chunk
         self.max_context = max_context  # a context read afresh is read from its last N ids (0: all)
@@ -267,14 +267,14 @@ class Engine:
             try:
                 self._reap()
                 if self._prefilling:
-                    self._use_threads(1)
+                    self._use_threads(len(self._prefilling))
                     self._prefill_turn()
             except Exception:
                 log.exception("prefill turn failed; retrying its sequences one by one")
                 self._isolate_prefill()
             try:
                 if self._batch:
-                    self._use_threads(self.threads if len(self._batch) >= self.wide_batch else 1)
+                    self._use_threads(len(self._batch))
                     self._decode_step()
             except Exception:
                 log.exception("decode step failed; looking for the rows responsible")
@@ -282,14 +282,13 @@ class Engine:
         for s in list(self._pending) + self._prefilling + self._batch:
             s.emit(Event.SHUTDOWN, "server shutting down")
 
-    def _use_threads(self, n: int):
-        """One torch thread for prompts and small decode batches, all of them for wide batches.
-        A prompt's products (a few rows) gain nothing from a second thread, whose OpenMP worker
-        then spin-waits on the core the HTTP threads need: alternated bench/load.py runs had one
-        client's /predict-next p99 at 8-9 ms with 1 thread and 14-24 ms with 2, while 2 threads
-        decode 64 clients 25-30% faster (README, Performance)."""
+    def _use_threads(self, rows: int):
+        """All torch threads for a turn over at least wide_batch rows, one below that. Products of
+        a few rows gain nothing from a second thread, whose OpenMP worker then spin-waits on the
+        core the HTTP threads need; wide batches do gain (README, Performance: the p99 of
+        /predict-next against 64 clients' throughput, by thread count)."""
         if self.threads > 1:
-            torch.set_num_threads(n)
+            torch.set_num_threads(self.threads if rows >= self.wide_batch else 1)
 
     def _idle(self) -> bool:
         return not (self._pending or self._prefilling or self._batch)
