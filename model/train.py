@@ -15,6 +15,7 @@ processes follow the same schedule. Rank 0 alone writes files (model/distributed
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -356,6 +357,11 @@ def train(c: TrainConfig, command: str = "") -> dict:
     if d.main and run.best:
         print(f"best val loss {run.best['loss']:.4f} nats/char ({run.best['bpc']:.4f} bpc) at step "
               f"{run.best['step']} -> {out}.safetensors")
+    # DDP's reducer holds the process group (and gloo's work): free it while the interpreter is
+    # whole, not at its exit, where a rank was seen to abort ("terminate called without an
+    # active exception") after a clean run.
+    del net
+    gc.collect()
     distributed.teardown(d)
     return {"step": run.step, "best": run.best, "history": run.history, "world_size": d.world}
 
