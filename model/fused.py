@@ -79,9 +79,8 @@ def prefill(model, precision: str = "fp32"):
     elif precision == "fp16":
         core = _fp16_twin(model.core)  # None for nn.RNN: PyTorch has no dynamic fp16 version
     else:  # int8: PyTorch's C++ int8 LSTM, its ranges pinned (model/int8.py); other cells stepwise
-        pinned = PinnedLSTM(model) if model.cfg.cell == "lstm" else None
-        if pinned is not None and pinned.available:
-            return pinned
+        if model.cfg.cell == "lstm" and PinnedLSTM.fits(model):
+            return PinnedLSTM(model)
         core = None
     if core is None:  # the decode step's own prompt path (_Step.prefill)
         return model.fused_step().prefill

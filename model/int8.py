@@ -75,13 +75,12 @@ class PinnedLSTM:
     c = +-20: c only grows in magnitude, so h = o * tanh(c) is exactly +1 or -1 at every position.
     Layer 0 reads the embedding with two pinned inputs at +-max|embedding|; an upper layer reads
     the pinned units of the one below. So every product's input holds its range's ends in every
-    row. The hidden range [-1, 1] holds only if the start state does: `available` says so."""
+    row. The hidden range [-1, 1] holds only if the start state does: `fits` says so."""
 
     def __init__(self, model):
         m, H, L = model.core, model.cfg.hidden, model.cfg.layers
         self.H, self.layers, self.head = H, L, model.head
         with torch.no_grad():
-            self.available = float(model.h0.abs().max()) <= 1.0
             emb = model.embed.weight.float()
             emax = float(emb.abs().max())
             self.table = torch.cat([emb, torch.tensor([[emax, -emax]]).expand(emb.shape[0], PIN)], 1)  # (V, E+2)
@@ -94,6 +93,12 @@ class PinnedLSTM:
                 w_ih, w_hh = (self._grow(getattr(m, f"weight_{n}_l{k}")) for n in ("ih", "hh"))
                 self.params.append(torch.ops.quantized.make_quantized_cell_params_dynamic(
                     int8_prepack(w_ih, b_ih), int8_prepack(w_hh, b_hh), b_ih, b_hh, reduce_range()))
+        self.h_pin, self.c_pin = torch.tensor([1.0, -1.0]), torch.tensor([_C_PIN, -_C_PIN])  # (PIN,) each
+
+    @staticmethod
+    def fits(model) -> bool:
+        """The hidden range [-1, 1] the pins hold must cover the learned start state."""
+        return float(model.h0.detach().abs().max()) <= 1.0
 
     def _grow(self, w: torch.Tensor) -> torch.Tensor:
         """(4H, in) in nn's gate order -> (4(H+PIN), in+PIN): zero rows after each gate's block,
@@ -101,11 +106,15 @@ class PinnedLSTM:
         w = torch.cat([w.float(), torch.zeros(w.shape[0], PIN)], 1).view(4, self.H, -1)
         return torch.cat([w, torch.zeros(4, PIN, w.shape[2])], 1).reshape(4 * (self.H + PIN), -1)
 
+    def run_pinned(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, T) ids -> out (B, T, H+PIN), h, c (layers, B, H+PIN): the pinned units included."""
+        (h, c), (L, B, _) = state.parts, state.parts[0].shape
+        h = torch.cat([h, self.h_pin.expand(L, B, PIN)], 2)
+        c = torch.cat([c, self.c_pin.expand(L, B, PIN)], 2)
+        return torch.quantized_lstm(self.table[x], (h, c), self.params, True, L, 0.0, False, False, True,
+                                    dtype=torch.qint8, use_dynamic=True)
+
     def __call__(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        (h, c), (L, B, H) = state.parts, state.parts[0].shape
-        h = torch.cat([h, torch.tensor([1.0, -1.0]).expand(L, B, PIN)], 2)
-        c = torch.cat([c, torch.tensor([_C_PIN, -_C_PIN]).expand(L, B, PIN)], 2)
-        out, h, c = torch.quantized_lstm(self.table[x], (h, c), self.params, True, L, 0.0, False, False, True,
-                                         dtype=torch.qint8, use_dynamic=True)  # out (B, T, H+PIN)
-        logits = self.head(out[..., :H])
-        return logits, State((h[..., :H].contiguous(), c[..., :H].contiguous()))
+        out, h, c = self.run_pinned(x, state)
+        H = self.H
+        return self.head(out[..., :H]), State((h[..., :H].contiguous(), c[..., :H].contiguous()))

@@ -92,25 +92,36 @@ def test_an_int8_row_does_not_depend_on_its_batch_mates(tiny_model):
     assert torch.allclose(alone[0], together[0], atol=1e-5)
 
 
+def _fp32_log_probs(model, x):
+    """(B, T, V) log-probabilities of the nn module in fp32 from the start state: the reference."""
+    out, _ = model.core(model.embed(x), tuple(model.init_hidden(x.shape[0]).parts))
+    return torch.log_softmax(model.head(out), -1)
+
+
+def _step_by_step(step, model, x):
+    """x (B, T) through the decode step one character at a time -> (logits (B, T, V), State)."""
+    state, outs = model.init_hidden(x.shape[0]), []
+    for t in range(x.shape[1]):
+        logits, state = step(x[:, t], state)
+        outs.append(logits)
+    return torch.cat(outs, 1), state
+
+
 @needs_int8
 def test_int8_follows_fp32_and_its_prompt_path_follows_its_step(tiny_model):
     model, _ = tiny_model
     torch.manual_seed(1)
     x = torch.randint(0, model.cfg.vocab_size, (3, 24))
     with torch.no_grad():
-        ref, (h, c) = model.core(model.embed(x), tuple(model.init_hidden(3).parts))
-        ref = torch.log_softmax(model.head(ref), -1)
+        ref = _fp32_log_probs(model, x)
         for p in ("fp32", "int8"):
             step = fused_step(model, p)
             whole, s1 = step.prefill(x, model.init_hidden(3))
-            state, outs = model.init_hidden(3), []
-            for t in range(x.shape[1]):
-                logits, state = step(x[:, t], state)
-                outs.append(logits)
+            stepped, state = _step_by_step(step, model, x)
             # layer by layer = step by step (in int8 up to rounding: the step quantizes an upper
             # layer's [input, h] with one scale per row of the stacked [W_ih | W_hh], the prompt path each apart)
             tol = 1e-5 if p == "fp32" else 3e-3
-            assert torch.allclose(whole, torch.cat(outs, 1), atol=tol)
+            assert torch.allclose(whole, stepped, atol=tol)
             assert torch.allclose(s1.parts[1], state.parts[1], atol=tol)
             err = (torch.log_softmax(whole, -1) - ref).abs().max()
             assert err < (1e-4 if p == "fp32" else 0.05), (p, err)
@@ -136,12 +147,8 @@ def test_an_int8_prompt_does_not_depend_on_its_batch_mates(tiny_model):
         assert torch.equal(alone[0], together[0])
         assert all(torch.equal(a[:, 0], b[:, 0]) for a, b in zip(s1.parts, s4.parts))
         # the mechanism: the pinned units' outputs are exactly +1 and -1 at every position
-        L, H = model.cfg.layers, model.cfg.hidden
-        h = torch.cat([state.parts[0], torch.tensor([1.0, -1.0]).expand(L, 4, 2)], 2)
-        c = torch.cat([state.parts[1], torch.tensor([20.0, -20.0]).expand(L, 4, 2)], 2)
-        out = torch.quantized_lstm(pinned.table[x], (h, c), pinned.params, True, L, 0.0, False, False, True,
-                                   dtype=torch.qint8, use_dynamic=True)[0]
-        assert torch.equal(out[..., H:], torch.tensor([1.0, -1.0]).expand(4, 20, 2))
+        out = pinned.run_pinned(x, state)[0]
+        assert torch.equal(out[..., model.cfg.hidden:], torch.tensor([1.0, -1.0]).expand(4, 20, 2))
 
 
 @needs_int8
@@ -150,16 +157,12 @@ def test_the_int8_prompt_path_follows_fp32_and_the_int8_step(tiny_model):
     torch.manual_seed(3)
     x = torch.randint(0, model.cfg.vocab_size, (3, 24))
     with torch.no_grad():
-        ref, _ = model.core(model.embed(x), tuple(model.init_hidden(3).parts))
-        ref = torch.log_softmax(model.head(ref), -1)
+        ref = _fp32_log_probs(model, x)
         whole, s1 = prefill(model, "int8")(x, model.init_hidden(3))
-        step, state, outs = fused_step(model, "int8"), model.init_hidden(3), []
-        for t in range(x.shape[1]):
-            logits, state = step(x[:, t], state)
-            outs.append(logits)
+        stepped, state = _step_by_step(fused_step(model, "int8"), model, x)
         # the same model in int8 both ways, up to rounding: the prompt path also quantizes the
         # embedding (the step reads exact fp32 rows of its table) and each layer's W_ih and W_hh apart
-        assert torch.allclose(whole, torch.cat(outs, 1), atol=0.02)
+        assert torch.allclose(whole, stepped, atol=0.02)
         assert torch.allclose(s1.parts[1], state.parts[1], atol=0.02)
         assert (torch.log_softmax(whole, -1) - ref).abs().max() < 0.05
 
@@ -170,7 +173,7 @@ def test_int8_prompts_fall_back_to_the_layerwise_path_for_a_start_state_past_one
     model, _ = tiny_model
     with torch.no_grad():
         model.h0.fill_(1.5)
-        assert not PinnedLSTM(model).available
+        assert not PinnedLSTM.fits(model) and not isinstance(prefill(model, "int8"), PinnedLSTM)
 
 
 @needs_int8
