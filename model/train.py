@@ -15,6 +15,7 @@ processes follow the same schedule. Rank 0 alone writes files (model/distributed
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import math
@@ -188,11 +189,15 @@ def model_card(c: TrainConfig, d, corpus, run: Progress, val: dict, command: str
 def init_record(init: str, chars_seen: int) -> dict:
     """A fine-tune's provenance: the init weights' hash and how they were trained (their card's
     command), and the characters seen by both runs together."""
+    record = _init_provenance(init)
+    return {"init": dict(record), "chars_seen_total": record["chars_seen"] + chars_seen}
+
+
+@functools.cache  # the init weights do not change during a run: hash and read them once, not per save
+def _init_provenance(init: str) -> dict:
     t = load_card(init).get("training", {})
-    before = t.get("chars_seen_total", t.get("chars_seen")) or 0
-    return {"init": {"weights": init, "sha256": sha256_file(weights_prefix(init).with_suffix(".safetensors")),
-                     "command": t.get("command"), "chars_seen": before},
-            "chars_seen_total": before + chars_seen}
+    return {"weights": init, "sha256": sha256_file(weights_prefix(init).with_suffix(".safetensors")),
+            "command": t.get("command"), "chars_seen": t.get("chars_seen_total", t.get("chars_seen")) or 0}
 
 
 def init_from(model: CharRNN, vocab, prefix: str) -> None:

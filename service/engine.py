@@ -255,7 +255,7 @@ class Engine:
                 if self._idle() and not self._stop:
                     self.on_idle()  # outside the lock: submitters never wait for it
             with self._cond:
-                while not (self._stop or self._pending or self._prefilling or self._batch):
+                while not self._stop and self._idle():
                     self._cond.wait()
                 if self._stop:
                     break
