@@ -123,7 +123,9 @@ def evaluate(model, ids: np.ndarray, protocol: str = "stateful", device="cpu", w
     out = {"protocol": protocol, **report(float(sum(r.astype(np.float64).sum() for r in nll)),
                                           sum(len(r) for r in nll))}
     if protocol == "windows":
-        out.update(window=window, by_position=by_position(nll))
+        first = BUCKETS[0][1]  # the first bucket's positions one by one: each reads k+1 characters
+        out.update(window=window, by_position=by_position(nll),
+                   first_positions=[float(np.mean([r[k] for r in nll if len(r) > k])) for k in range(first)])
     if protocol == "context":
         out.update(context=context, block=BLOCK)
     return out
@@ -175,6 +177,8 @@ def main(argv=None) -> dict:
     print(f"loss {out['loss']:.4f} nats/char | {out['bpc']:.4f} bits/char | perplexity {out['perplexity']:.3f}")
     for k, v in out.get("by_position", {}).items():
         print(f"  positions {k}: {v:.4f}")
+    if "first_positions" in out:
+        print("  positions 0, 1, ...:", ", ".join(f"{v:.2f}" for v in out["first_positions"]))
     if args.record:
         record(args.weights, out, argv if argv is not None else sys.argv[1:])
     print(json.dumps(out, ensure_ascii=False))

@@ -38,6 +38,7 @@ def test_windows_protocol_is_nanogpts(model_ids):
     assert res["loss"] == pytest.approx(direct.mean(), rel=1e-5)
     assert res["by_position"]["0-8"] == pytest.approx(
         np.concatenate([direct[s:s + 8] for s in range(0, len(direct), 64)]).mean(), rel=1e-5)
+    assert res["first_positions"][3] == pytest.approx(direct[3::64].mean(), rel=1e-5)
 
 
 def test_context_protocol_reads_only_n_characters(model_ids):
