@@ -283,10 +283,11 @@ class Engine:
             s.emit(Event.SHUTDOWN, "server shutting down")
 
     def _use_threads(self, rows: int):
-        """All torch threads for a turn over at least wide_batch rows, one below that. Products of
-        a few rows gain nothing from a second thread, whose OpenMP worker then spin-waits on the
-        core the HTTP threads need; wide batches do gain (README, Performance: the p99 of
-        /predict-next against 64 clients' throughput, by thread count)."""
+        """All torch threads for a turn over at least wide_batch rows, one below that. On few
+        cores the engine's second OpenMP thread competes with the HTTP threads and spin-waits on
+        a core they need after each parallel region: that costs small turns more than it gains
+        them, and wide batches less (README, Performance: /predict-next's p99 against 64
+        clients' throughput, by thread count)."""
         if self.threads > 1:
             torch.set_num_threads(self.threads if rows >= self.wide_batch else 1)
 
