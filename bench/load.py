@@ -221,6 +221,8 @@ def main():
     ap.add_argument("--requests", type=int, default=4, help="generate requests per client")
     ap.add_argument("--chars", type=int, default=256)
     ap.add_argument("--predict-requests", type=int, default=200, help="per client")
+    ap.add_argument("--only", choices=["generate", "predict"], default=None,
+                    help="run one half of the scenarios (quick A/B runs); the targets of the other half are skipped")
     args = ap.parse_args()
     sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
     from model.checkpoint import load_weights
@@ -235,7 +237,7 @@ def main():
         one_request(http.client.HTTPConnection(urlparse(base).hostname, urlparse(base).port), "POST", "/generate",
                     {"prompt": "A", "max_new_chars": 20})  # warm-up
         gen = []
-        for n in [int(c) for c in args.clients.split(",")]:
+        for n in [int(c) for c in args.clients.split(",")] if args.only != "predict" else []:
             # chars/s and latency from plain JSON answers; time to first char from the same load streamed
             body = {"prompt": "ROMEO:", "max_new_chars": args.chars, "temperature": 0.8}
             g = drive(base, n, args.requests, "POST", "/generate", body)
@@ -244,7 +246,7 @@ def main():
                      errors=g["errors"] + s["errors"])
             gen.append(g)
         pred = {}
-        for n in (1, 8):
+        for n in (1, 8) if args.only != "generate" else ():
             pred[f"predict_{n}"] = drive(base, n, args.predict_requests, "POST", "/predict-next",
                                          lambda i: {"text": unique_context(i)})
             pred[f"predict_cached_{n}"] = drive(base, n, args.predict_requests, "POST", "/predict-next",
@@ -253,8 +255,9 @@ def main():
         # Autocomplete: each request's text extends the previous one by 2 characters, so the prefix
         # cache holds all but the last 2 and only those are prefilled.
         typing_text = (CONTEXT * 3)[:2 * args.predict_requests + 2]
-        pred["predict_typing_1"] = drive(base, 1, args.predict_requests, "POST", "/predict-next",
-                                         lambda i: {"text": "zz" + typing_text[:2 * i + 2]})
+        if args.only != "generate":
+            pred["predict_typing_1"] = drive(base, 1, args.predict_requests, "POST", "/predict-next",
+                                             lambda i: {"text": "zz" + typing_text[:2 * i + 2]})
         if proc:
             rss = worker_rss_mb(proc.pid)
         c = http.client.HTTPConnection(urlparse(base).hostname, urlparse(base).port, timeout=10)
@@ -280,44 +283,45 @@ def main():
               f"{g['ttfc_p99_ms']:>9.1f} {g['stream_chars_per_s']:>17.0f}")
     for k, r in pred.items():
         print(f"{k:24} {r['clients']:>7} {r['requests']:>5} {r['errors']:>4} {'':>9} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}")
-    summary = {"compute_roofline_chars_per_s": roof, "rooflines_chars_per_s": roofline,
-               "generate_fraction_of_roofline": gen[-1]["chars_per_s"] / roof,
-               "generate_fraction_of_fp16_roofline": gen[-1]["chars_per_s"] / roofline.get("fp16_weights", float("nan")),
-               "speedup_vs_one_client": gen[-1]["chars_per_s"] / gen[0]["chars_per_s"],
-               "predict_p99_ms_1_client": pred["predict_1"]["p99_ms"], "prefill_floor_ms": floor,
-               "predict_p99_over_health_p99_8_clients": pred["predict_8"]["p99_ms"] / pred["health_8"]["p99_ms"],
+    kernel = {"fp16": "fp16_weights", "int8": "int8"}.get(info.get("precision"), "fp32")
+    summary = {"compute_roofline_chars_per_s": roof, "rooflines_chars_per_s": roofline, "prefill_floor_ms": floor,
                "ready_s": ready_s, "worker_rss_mb": rss, "server_precision": info.get("precision"),
-               "max_context": info.get("limits", {}).get("max_context")}
+               "max_context": info.get("limits", {}).get("max_context"), "decode_kernel": kernel,
+               "step_products_chars_per_s": ceiling}
     # Issue 13's targets, each as measured in this run. The decode step's own kernel sets the roofline:
     # fbgemm's fp16-weight GEMM when the server chose fp16, its int8 GEMM for int8, sgemm for fp32.
-    kernel = {"fp16": "fp16_weights", "int8": "int8"}.get(info.get("precision"), "fp32")
-    kernel_roof = roofline[kernel]
-    summary["decode_kernel"], summary["generate_fraction_of_kernel_roofline"] = kernel, gen[-1]["chars_per_s"] / kernel_roof
-    summary["step_products_chars_per_s"] = ceiling
-    targets = {
-        "predict-next p99, new 200-char contexts, 1 client <= 20 ms": (pred["predict_1"]["p99_ms"], 20.0),
-        "predict-next p99 / health p99, 8 clients <= 2.5": (summary["predict_p99_over_health_p99_8_clients"], 2.5),
-        f"generate, {gen[-1]['clients']} clients / decode kernel roofline >= 0.70": (gen[-1]["chars_per_s"] / kernel_roof, 0.70),
-        f"streamed / plain chars/s, {gen[-1]['clients']} clients >= 0.70": (gen[-1]["stream_chars_per_s"] / gen[-1]["chars_per_s"], 0.70),
-    }
+    targets = {}
+    if gen:
+        g, kernel_roof = gen[-1], roofline[kernel]
+        summary.update(generate_fraction_of_roofline=g["chars_per_s"] / roof,
+                       generate_fraction_of_fp16_roofline=g["chars_per_s"] / roofline.get("fp16_weights", float("nan")),
+                       speedup_vs_one_client=g["chars_per_s"] / gen[0]["chars_per_s"],
+                       generate_fraction_of_kernel_roofline=g["chars_per_s"] / kernel_roof)
+        targets[f"generate, {g['clients']} clients / decode kernel roofline >= 0.70"] = (g["chars_per_s"] / kernel_roof, 0.70)
+        targets[f"streamed / plain chars/s, {g['clients']} clients >= 0.70"] = (g["stream_chars_per_s"] / g["chars_per_s"], 0.70)
+        print(f"compute roofline {roof:.0f} chars/s (fp32 sgemm); {g['clients']} clients reach "
+              f"{summary['generate_fraction_of_roofline']:.0%} of it, {summary['speedup_vs_one_client']:.1f}x one client")
+        for k, label in (("fp16_weights", "fbgemm's fp16-weight GEMM"), ("int8", "fbgemm's int8 GEMM")):
+            if k in roofline:
+                mark = " (the server's decode-step kernel)" if k == kernel else ""
+                print(f"roofline at {label}{mark}: {roofline[k]:.0f} chars/s; {g['clients']} clients reach "
+                      f"{g['chars_per_s'] / roofline[k]:.0%} of it")
+        print(f"the decode step's own products alone ({info.get('precision')}, its shapes, batch 64): {ceiling:.0f} "
+              f"chars/s = {ceiling / kernel_roof:.0%} of the kernel's roofline; {g['clients']} clients reach "
+              f"{g['chars_per_s'] / ceiling:.0%} of it")
+    if pred:
+        summary.update(predict_p99_ms_1_client=pred["predict_1"]["p99_ms"],
+                       predict_p99_over_health_p99_8_clients=pred["predict_8"]["p99_ms"] / pred["health_8"]["p99_ms"])
+        targets["predict-next p99, new 200-char contexts, 1 client <= 20 ms"] = (pred["predict_1"]["p99_ms"], 20.0)
+        targets["predict-next p99 / health p99, 8 clients <= 2.5"] = (summary["predict_p99_over_health_p99_8_clients"], 2.5)
+        print(f"predict-next p99 {summary['predict_p99_ms_1_client']:.1f} ms (1 client); at 8 clients p99 = "
+              f"{summary['predict_p99_over_health_p99_8_clients']:.2f}x that of /health")
+        for T in sorted({200, window or 200}):
+            print(f"floor: the prompt path over {T} chars ({floor['precision']}) alone takes "
+                  f"{floor[f'{T}_chars_batch_1']:.1f} ms for one context, {floor[f'{T}_chars_batch_8']:.1f} ms for 8 at "
+                  f"once (in-process, same run){' - the window the server reads' if T == window else ''}")
     summary["targets"] = {k: {"measured": round(v, 4), "target": t, "met": (v <= t) if "<=" in k else (v >= t)}
                           for k, (v, t) in targets.items()}
-    print(f"compute roofline {roof:.0f} chars/s (fp32 sgemm); {gen[-1]['clients']} clients reach "
-          f"{summary['generate_fraction_of_roofline']:.0%} of it, {summary['speedup_vs_one_client']:.1f}x one client")
-    for k, label in (("fp16_weights", "fbgemm's fp16-weight GEMM"), ("int8", "fbgemm's int8 GEMM")):
-        if k in roofline:
-            mark = " (the server's decode-step kernel)" if k == kernel else ""
-            print(f"roofline at {label}{mark}: {roofline[k]:.0f} chars/s; {gen[-1]['clients']} clients reach "
-                  f"{gen[-1]['chars_per_s'] / roofline[k]:.0%} of it")
-    print(f"the decode step's own products alone ({info.get('precision')}, its shapes, batch 64): {ceiling:.0f} "
-          f"chars/s = {ceiling / kernel_roof:.0%} of the kernel's roofline; {gen[-1]['clients']} clients reach "
-          f"{gen[-1]['chars_per_s'] / ceiling:.0%} of it")
-    print(f"predict-next p99 {summary['predict_p99_ms_1_client']:.1f} ms (1 client); at 8 clients p99 = "
-          f"{summary['predict_p99_over_health_p99_8_clients']:.2f}x that of /health")
-    for T in sorted({200, window or 200}):
-        print(f"floor: the prompt path over {T} chars ({floor['precision']}) alone takes "
-              f"{floor[f'{T}_chars_batch_1']:.1f} ms for one context, {floor[f'{T}_chars_batch_8']:.1f} ms for 8 at "
-              f"once (in-process, same run){' - the window the server reads' if T == window else ''}")
     print(f"server: precision {summary['server_precision']} (probe {info.get('precision_probe')}), "
           f"max_context {summary['max_context']}")
     for k, t in summary["targets"].items():

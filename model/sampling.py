@@ -7,6 +7,8 @@ repetition_penalty 1.0 = off.
 """
 from __future__ import annotations
 
+import heapq
+import math
 import random
 from dataclasses import dataclass
 
@@ -87,6 +89,21 @@ def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, k: int):
     logp = logits.float().log_softmax(-1)
     top = logp.topk(min(k, logp.shape[-1]), -1)
     return logp.gather(1, ids[:, None].long())[:, 0], top.values, top.indices
+
+
+def top_logprobs(logits: list[float], temperature: float, k: int) -> list[tuple[int, float]]:
+    """One distribution's k most likely ids with their log-probabilities at `temperature`, most
+    likely first (ties: lower id first); temperature 0 puts all the mass on the argmax. In plain
+    Python on floats: for one row of a few dozen logits, a chain of torch ops costs an HTTP
+    thread more (each op drops and retakes the GIL the engine thread is using)."""
+    top = max(range(len(logits)), key=logits.__getitem__)
+    if temperature == 0:
+        return [(top, 0.0)]
+    # max shifted to 0 first: a tiny temperature sends the rest to -inf (exp 0), not everything to NaN
+    z = [(v - logits[top]) / temperature for v in logits]
+    lse = math.log(math.fsum(math.exp(v) for v in z))
+    best = heapq.nsmallest(k, range(len(z)), key=lambda i: (-z[i], i))
+    return [(i, z[i] - lse) for i in best]
 
 
 def apply_temperature(logits: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:

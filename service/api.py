@@ -11,7 +11,7 @@ import time
 import torch
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
 
-from model.sampling import SamplingParams
+from model.sampling import SamplingParams, top_logprobs
 from service.engine import Event, NotRunning, QueueFull
 from service.errors import APIError
 from service.features import FeatureError, banned, bias_ids, char_logprobs, check_bans, regex_compiler
@@ -104,16 +104,8 @@ def predict_next():
             raise _engine_error(kind, value)
     finally:
         seq.cancel()
-    logits = value.double()
-    if req.temperature == 0:  # all the mass on the most likely character
-        logp = torch.full_like(logits, -math.inf)
-        logp[logits.argmax()] = 0.0
-    else:
-        # max shifted to 0 first: a tiny temperature sends the rest to -inf, not everything to NaN
-        logp = torch.log_softmax((logits - logits.max()) / req.temperature, -1)
-    top = torch.topk(logp, min(req.top_k, len(logp)))
     preds = [{"char": ctx.vocab.chars[i], "prob": math.exp(lp), "logprob": lp}
-             for lp, i in zip(top.values.tolist(), top.indices.tolist()) if lp > -math.inf]
+             for i, lp in top_logprobs(value.tolist(), req.temperature, req.top_k) if lp > -math.inf]
     ctx.metrics.prompt_chars.inc(len(ids))
     return jsonify(PredictResponse(text=ctx.vocab.decode(ids), predictions=preds).model_dump())
 

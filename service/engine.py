@@ -386,6 +386,8 @@ class Engine:
             n = min(self.prefill_chunk, min(len(s.ids) for s in todo))
             x = torch.tensor([s.ids[:n] for s in todo], dtype=torch.long, device=self.device)
             logits, state = self.model(x, State.cat([s.state for s in todo]))  # (G, n, V)
+            if self.metrics:
+                self.metrics.prefill(len(todo))
             for i, s in enumerate(todo):
                 if s.score_prompt is not None:  # before s.logits moves on: it predicted x[i, 0]
                     s.score(logits[i], x[i])

@@ -16,6 +16,8 @@ class Metrics:
         self.ttfc = Histogram("charrnn_time_to_first_char_seconds", "time to the first streamed character",
                               buckets=LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram("charrnn_batch_size", "sequences per decode step", buckets=BATCH_BUCKETS, registry=r)
+        self.prefill_batch = Histogram("charrnn_prefill_batch_size", "sequences per prompt-reading (prefill) turn",
+                                       buckets=BATCH_BUCKETS, registry=r)
         self.generated = Counter("charrnn_generated_chars", "characters generated", registry=r)
         self.prompt_chars = Counter("charrnn_prompt_chars", "prompt characters read (prefill)", registry=r)
         self.queue_depth = Gauge("charrnn_queue_depth", "sequences waiting to join the batch", registry=r)
@@ -29,6 +31,10 @@ class Metrics:
         """Called by the engine after each decode step."""
         self.batch_size.observe(batch)
         self.generated.inc(batch)
+
+    def prefill(self, rows: int):
+        """Called by the engine after each prefill turn that read characters."""
+        self.prefill_batch.observe(rows)
 
     def render(self, engine=None) -> bytes:
         if engine is not None:

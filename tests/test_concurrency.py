@@ -64,6 +64,36 @@ def test_parallel_requests_share_batches_and_stay_isolated(make_app):
     assert total > ones, "no decode step ever had more than one sequence"
 
 
+def test_prefill_turns_are_counted_by_their_rows(make_app):
+    """charrnn_prefill_batch_size: one observation per prompt-reading turn, its rows the value, so
+    an operator sees how many prompts the engine reads together."""
+    app = make_app()
+    slow_model(app, 0.05)
+    client = app.test_client()
+
+    def histogram():
+        text = client.get("/metrics").data.decode()
+        return [float(re.search(rf"charrnn_prefill_batch_size_{k} (\S+)", text).group(1)) for k in ("count", "sum")]
+    texts = ["x" * i + "t" + "x" * (5 - i) for i in range(6)]  # new (no prefix-cache hit), one length
+    rs = [None] * len(texts)
+    start = threading.Barrier(len(texts))
+
+    def run(i):
+        start.wait()
+        rs[i] = client.post("/predict-next", json={"text": texts[i]})
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(texts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert all(r.status_code == 200 for r in rs)
+    turns, rows = histogram()
+    assert rows == len(texts)   # every prompt read once (each fits one chunk; equal lengths: one turn each)
+    assert turns < len(texts)   # the slow model let later arrivals share a turn
+    client.post("/predict-next", json={"text": texts[0]})  # a prefix-cache hit reads nothing: no turn
+    assert histogram() == [turns, rows]
+
+
 def test_full_queue_answers_429_right_away(make_app):
     app = make_app(max_batch=1, max_queue=0)
     client = app.test_client()

@@ -3,8 +3,10 @@ import random
 import pytest
 import torch
 
+import math
+
 from model.sampling import (SamplingParams, apply_repetition_penalty, apply_temperature, apply_top_k,
-                            apply_top_p, choose, find_stop, holdback, sample_next)
+                            apply_top_p, choose, find_stop, holdback, sample_next, top_logprobs)
 
 LOGITS = torch.tensor([[2.0, 1.0, 0.5, -1.0, 3.0]])
 
@@ -12,6 +14,24 @@ LOGITS = torch.tensor([[2.0, 1.0, 0.5, -1.0, 3.0]])
 def draws(params, n=2000, seed=0, logits=LOGITS):
     rng = random.Random(seed)
     return torch.stack([sample_next(logits, [params], [rng]) for _ in range(n)]).flatten()
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7, 2.5])
+def test_top_logprobs_match_torchs_softmax_and_order(temperature):
+    logits = torch.randn(65, generator=torch.Generator().manual_seed(3)) * 4
+    got = top_logprobs(logits.tolist(), temperature, 7)
+    want = torch.log_softmax(logits.double() / temperature, -1).topk(7)
+    assert [i for i, _ in got] == want.indices.tolist()
+    assert [lp for _, lp in got] == pytest.approx(want.values.tolist(), abs=1e-12)
+    full = top_logprobs(logits.tolist(), temperature, 1000)  # k beyond the vocabulary: all of it
+    assert len(full) == 65 and math.fsum(math.exp(lp) for _, lp in full) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_top_logprobs_edges():
+    assert top_logprobs([0.5, 3.0, 3.0, -1.0], 0, 3) == [(1, 0.0)]    # greedy: the first argmax, all the mass
+    tiny = top_logprobs([0.5, 3.0, 2.0], 1e-300, 3)                   # no NaN: the rest get probability 0
+    assert tiny[0] == (1, 0.0) and [i for i, _ in tiny] == [1, 2, 0] and all(math.exp(lp) == 0 for _, lp in tiny[1:])
+    assert [i for i, _ in top_logprobs([1.0, 2.0, 2.0, 2.0], 1.0, 2)] == [1, 2]  # ties: lower id first
 
 
 def test_greedy_is_argmax_whatever_the_seed():
