@@ -73,7 +73,7 @@ def _fp16_twin(module: torch.nn.Module) -> torch.nn.Module | None:
 
 
 def prefill(model, precision: str = "fp32"):
-    """-> fn(x (B, T) ids, State) -> (logits (B, T, V), State): the whole-prompt path."""
+    """-> fn(x (B, T) ids, State, last_only=False) -> (logits (B, T or 1, V), State): the whole-prompt path."""
     if precision == "fp32":
         core = model.core
     elif precision == "fp16":
@@ -85,9 +85,9 @@ def prefill(model, precision: str = "fp32"):
     if core is None:  # the decode step's own prompt path (_Step.prefill)
         return model.fused_step().prefill
 
-    def whole(x, state):
+    def whole(x, state, last_only=False):
         out, state = model.run_core(core, model.embed(x), state)
-        return model.head(out), state
+        return model.head(out[:, -1:] if last_only else out), state
     return whole
 
 
@@ -118,13 +118,13 @@ class _Step:
     def _build(self, model, m, H):
         raise NotImplementedError
 
-    def prefill(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """x (B, T) ids -> logits (B, T, V), State: one decode step per character."""
+    def prefill(self, x: torch.Tensor, state: State, last_only: bool = False) -> tuple[torch.Tensor, State]:
+        """x (B, T) ids -> logits (B, T or 1, V), State: one decode step per character."""
         out = []
         for t in range(x.shape[1]):
             logits, state = self(x[:, t], state)
             out.append(logits)
-        return torch.cat(out, 1), state
+        return (logits if last_only else torch.cat(out, 1)), state
 
 
 class LSTMStep(_Step):
@@ -172,8 +172,8 @@ class LSTMStep(_Step):
         c = torch.addcmul((f * c).sub_(i), i, s, value=2)  # c' = f*c + i*(2s - 1) = f*c + i*tanh(x_g)
         return o * c.tanh(), c                          # h' = o*tanh(c')
 
-    def prefill(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """x (B, T) ids -> logits (B, T, V), State, layer by layer (as cuDNN): a layer's input term
+    def prefill(self, x: torch.Tensor, state: State, last_only: bool = False) -> tuple[torch.Tensor, State]:
+        """x (B, T) ids -> logits (B, T or 1, V), State, layer by layer (as cuDNN): a layer's input term
         for all T positions in one product, then T steps of W_hh alone."""
         B, T = x.shape
         h, c = state.parts
@@ -190,6 +190,8 @@ class LSTMStep(_Step):
             out = torch.stack(outs)  # (T, B, H)
             hs.append(hk)
             cs.append(ck)
+        if last_only:
+            out, T = out[-1:], 1
         logits = self.head(out.transpose(0, 1).reshape(B * T, self.H)).view(B, T, -1)
         return logits, State((torch.stack(hs), torch.stack(cs)))
 

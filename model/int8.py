@@ -114,7 +114,8 @@ class PinnedLSTM:
         return torch.quantized_lstm(self.table[x], (h, c), self.params, True, L, 0.0, False, False, True,
                                     dtype=torch.qint8, use_dynamic=True)
 
-    def __call__(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    def __call__(self, x: torch.Tensor, state: State, last_only: bool = False) -> tuple[torch.Tensor, State]:
         out, h, c = self.run_pinned(x, state)
         H = self.H
-        return self.head(out[..., :H]), State((h[..., :H].contiguous(), c[..., :H].contiguous()))
+        return (self.head(out[:, -1:, :H] if last_only else out[..., :H]),
+                State((h[..., :H].contiguous(), c[..., :H].contiguous())))

@@ -112,15 +112,18 @@ class CharRNN(nn.Module):
                    for n, w in self.core.named_parameters()}
         return self.run_core(self.core, x, state, weights)
 
-    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+    def forward(self, x: torch.Tensor, state: State | None = None, *,
+                last_only: bool = False) -> tuple[torch.Tensor, State]:
+        """x (B, T) ids -> logits (B, T, V) (last_only: (B, 1, V), the prediction after the last
+        position only: all a prompt being read needs, without the head over every position), State."""
         if state is None:
             state = self.init_hidden(x.shape[0], x.device)
         if not self.training and not torch.is_grad_enabled():  # inference: weights in self.precision
             if x.shape[1] == 1:
                 return self._step(x[:, 0], state)          # decoding: one character per sequence
-            return self.prefill_core()(x, state)
+            return self.prefill_core()(x, state, last_only=last_only)
         out, state = self._core_train(self.embed(x), state)  # out: (B, T, hidden)
-        return self.head(self.drop(out)), state        # (B, T, vocab)
+        return self.head(self.drop(out[:, -1:] if last_only else out)), state  # (B, T or 1, vocab)
 
     # --- inference: precision, the one-character step, the whole-sequence core (model/fused.py) ----
     def set_precision(self, precision: str) -> "CharRNN":
@@ -151,7 +154,8 @@ class CharRNN(nn.Module):
         return self._cached("_fused", lambda: fused_step(self, self.precision))
 
     def prefill_core(self):
-        """(x (B, T) ids, State) -> (logits (B, T, V), State) for a whole prompt at inference."""
+        """(x (B, T) ids, State, last_only=False) -> (logits (B, T or 1, V), State) for a whole prompt
+        at inference."""
         from model.fused import prefill
         return self._cached("_prefill", lambda: prefill(self, self.precision))
 

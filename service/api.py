@@ -105,7 +105,7 @@ def predict_next():
     finally:
         seq.cancel()
     preds = [{"char": ctx.vocab.chars[i], "prob": math.exp(lp), "logprob": lp}
-             for i, lp in top_logprobs(value.tolist(), req.temperature, req.top_k) if lp > -math.inf]
+             for i, lp in top_logprobs(value, req.temperature, req.top_k) if lp > -math.inf]
     ctx.metrics.prompt_chars.inc(len(ids))
     return jsonify(PredictResponse(text=ctx.vocab.decode(ids), predictions=preds).model_dump())
 

@@ -56,7 +56,7 @@ class Event(StrEnum):
     TEXT = "text"                # value: the next piece of final text of completion `index`
     LOGPROBS = "logprobs"        # value: the logprob entries of the TEXT event that follows
     PROMPT_LOGPROBS = "prompt_logprobs"  # value: entries scoring a chunk of the prompt (echo)
-    LOGITS = "logits"            # value: (V,) next-character logits (max_new == 0: the answer)
+    LOGITS = "logits"            # value: the V next-character logits, a list of floats (max_new == 0: the answer)
     DONE = "done"                # value: the finish reason ("stop" | "length")
     TIMEOUT = "timeout"          # past its deadline
     ERROR = "error"              # value: a message; the engine failed this sequence (logged)
@@ -168,6 +168,9 @@ class Engine:
         self.precision_probe: dict = {}  # precision -> decode-step score (us), when probed
         self.device = model.head.weight.device
         self.cache = PrefixCache(prefix_cache) if prefix_cache else None
+        # One row of the start state, shared by every new sequence (a copy: no State is written into
+        # in place, and if one were, the model's own start state would stay as trained)
+        self._start = model.init_hidden(1, self.device).map(lambda p: p.detach().clone())
         self.on_idle = on_idle  # called (engine thread) once the engine has had no work for idle_delay s
         self.idle_delay = idle_delay
         self._pending: deque[Sequence] = deque()
@@ -374,7 +377,7 @@ class Engine:
                     n, (s.state, s.logits) = hit
                     s.ids = s.ids[n:]
                 else:
-                    s.state = self.model.init_hidden(1, self.device)
+                    s.state = self._start
                     if self.max_context:
                         # The model uses only the last few dozen characters (bench/context.py):
                         # read the window from the start state; the cache still keys the whole context.
@@ -385,7 +388,9 @@ class Engine:
         if todo:
             n = min(self.prefill_chunk, min(len(s.ids) for s in todo))
             x = torch.tensor([s.ids[:n] for s in todo], dtype=torch.long, device=self.device)
-            logits, state = self.model(x, State.cat([s.state for s in todo]))  # (G, n, V)
+            # (G, n, V), or (G, 1, V) when no row scores its prompt: the head after the last position only
+            scoring = any(s.score_prompt is not None for s in todo)
+            logits, state = self.model(x, State.cat([s.state for s in todo]), last_only=not scoring)
             if self.metrics:
                 self.metrics.prefill(len(todo))
             for i, s in enumerate(todo):
@@ -404,7 +409,7 @@ class Engine:
                 still.append(s)
             elif s.max_new == 0:  # /predict-next: the distribution is the answer
                 s.done = True
-                s.emit(Event.LOGITS, s.logits[0].float().cpu())
+                s.emit(Event.LOGITS, s.logits[0].tolist())  # floats: the HTTP thread needs no torch op
             else:
                 self._join(s)
         self._prefilling = still

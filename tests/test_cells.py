@@ -121,6 +121,27 @@ def test_fp16_paths_are_the_nn_module_with_half_precision_matrices(cell, layers)
     assert m.fused_step().nbytes < m.set_precision("fp32").fused_step().nbytes
 
 
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_last_only_is_the_last_position_of_every_prompt_path(cell):
+    """last_only (what the engine asks when no row scores its prompt) gives exactly the last
+    position's logits and the same state, in every precision's prompt path (int8: the pinned C++
+    LSTM, or the layer-by-layer one; the stepwise path for the GRU and RNN), and in training."""
+    m = _model(cell, hidden=16)
+    x = torch.randint(0, 20, (3, 7))
+    precisions = ["fp32"] + (["fp16", "int8"] if fp16_available() else [])
+    for precision in precisions:
+        m.set_precision(precision)
+        with torch.no_grad():
+            full, state = m(x)
+            last, last_state = m(x, last_only=True)
+        # (the head over 3 rows or 21 may round differently: a different GEMM blocking)
+        assert last.shape == (3, 1, 20) and torch.allclose(last, full[:, -1:], rtol=1e-5, atol=1e-6), precision
+        assert all(torch.equal(a, b) for a, b in zip(state.parts, last_state.parts)), precision
+    m.set_precision("fp32")
+    full, _ = m(x)  # with autograd on: the training path (eval mode: no dropout draws)
+    assert torch.allclose(m(x, last_only=True)[0], full[:, -1:], rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("cell", ["gru", "rnn"])
 def test_evaluation_protocols_and_the_stepwise_path_agree_for_every_cell(cell):
     m = _model(cell, 2)

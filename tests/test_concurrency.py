@@ -217,9 +217,9 @@ def test_small_turns_run_on_one_torch_thread_wide_ones_on_all(tiny_model):
     seen = []  # (rows, characters per row, torch threads) of each model call on the engine thread
     forward = model.forward
 
-    def spy(x, state=None):
+    def spy(x, state=None, **kw):
         seen.append((x.shape[0], x.shape[1], torch.get_num_threads()))
-        return forward(x, state)
+        return forward(x, state, **kw)
     model.forward = spy
     eng = Engine(model, vocab, prefix_cache=0, threads=2, wide_batch=4).start()
     try:

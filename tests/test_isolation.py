@@ -72,10 +72,10 @@ def test_a_poisoned_sequence_fails_alone_and_the_others_texts_are_unchanged(engi
 def test_a_fault_that_is_nobodys_in_particular_still_fails_the_batch(engine):
     forward, calls = engine.model.forward, []
 
-    def broken_decode(x, state=None):
+    def broken_decode(x, state=None, **kw):
         if x.shape[1] == 1:  # every decode step: no row alone can be blamed
             raise RuntimeError("injected fault")
-        return forward(x, state)
+        return forward(x, state, **kw)
     engine.model.forward = broken_decode
     try:
         out = run(engine, innocents(engine)[:3])
