@@ -21,6 +21,7 @@ import argparse
 import http.client
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -116,6 +117,16 @@ def drive(base, clients, requests, method, path, body=None, stream=False, time_l
             "chars": sum(r[1] for r in ok), "chars_per_s": sum(r[1] for r in ok) / wall,
             "p50_ms": pct(lat, 50) * 1e3, "p99_ms": pct(lat, 99) * 1e3,
             "ttfc_p50_ms": pct(ttfc, 50) * 1e3, "ttfc_p99_ms": pct(ttfc, 99) * 1e3}
+
+
+def prefill_turns(base) -> tuple[float, float]:
+    """(turns, rows) the server's engine has read prompts in so far (its /metrics histogram)."""
+    u = urlparse(base)
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    c.request("GET", "/metrics")
+    text = c.getresponse().read().decode()
+    got = dict(re.findall(r"^charrnn_prefill_batch_size_(count|sum) (\S+)$", text, re.M))
+    return float(got.get("count", 0)), float(got.get("sum", 0))
 
 
 def start_server(weights):
@@ -269,8 +280,11 @@ def main():
             gen.append(g)
         pred = {}
         for n in (1, 8) if args.only != "generate" else ():
+            before = prefill_turns(base)
             pred[f"predict_{n}"] = drive(base, n, args.predict_requests, "POST", "/predict-next",
                                          lambda i: {"text": unique_context(i)})
+            after = prefill_turns(base)
+            pred[f"predict_{n}"]["prompts_per_turn"] = (after[1] - before[1]) / max(1.0, after[0] - before[0])
             pred[f"predict_cached_{n}"] = drive(base, n, args.predict_requests, "POST", "/predict-next",
                                                 {"text": CONTEXT})
             pred[f"health_{n}"] = drive(base, n, args.predict_requests, "GET", "/health")
@@ -342,7 +356,8 @@ def main():
         print(f"predict-next p99 {summary['predict_p99_ms_1_client']:.1f} ms (1 client); at 8 clients p99 = "
               f"{summary['predict_p99_over_health_p99_8_clients']:.2f}x that of /health; a prefix-cache hit "
               f"(no model work, the HTTP path and the engine's hand-offs alone): "
-              f"{summary['cached_p99_over_health_p99_8_clients']:.2f}x")
+              f"{summary['cached_p99_over_health_p99_8_clients']:.2f}x; new contexts were read "
+              f"{pred['predict_8']['prompts_per_turn']:.1f} per prefill turn at 8 clients")
         for T in sorted({200, window or 200}):
             print(f"floor: the prompt path over {T} chars ({floor['precision']}) alone takes "
                   f"{floor[f'{T}_chars_batch_1']:.1f} ms for one context, {floor[f'{T}_chars_batch_8']:.1f} ms for 8 at "
