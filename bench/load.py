@@ -68,12 +68,14 @@ def one_request(conn, method, path, body=None, stream=False):
 
 
 def unique_context(i: int) -> str:
-    """A 200-character context whose first characters are unique to request i: no prefix-cache hit."""
+    """A 200-character context whose first and last characters are unique to request i: no
+    prefix-cache hit, and no two windows (the last max_context characters, all the server reads
+    of a new context) alike either, so nothing keyed by what is read could answer it from memory."""
     tag = ""
     for _ in range(4):
         i, r = divmod(i, 26)
         tag += chr(ord("a") + r)
-    return (tag + " " + CONTEXT)[:200]
+    return tag + " " + CONTEXT[:200 - 2 * len(tag) - 2] + " " + tag
 
 
 def drive(base, clients, requests, method, path, body=None, stream=False, time_limit=120.0):
