@@ -95,7 +95,10 @@ def top_logprobs(logits: list[float], temperature: float, k: int) -> list[tuple[
     """One distribution's k most likely ids with their log-probabilities at `temperature`, most
     likely first (ties: lower id first); temperature 0 puts all the mass on the argmax. In plain
     Python on floats: for one row of a few dozen logits, a chain of torch ops costs an HTTP
-    thread more (each op drops and retakes the GIL the engine thread is using)."""
+    thread more (each op drops and retakes the GIL the engine thread is using). NaN logits (a
+    broken model) give no prediction at all."""
+    if any(v != v for v in logits):
+        return []
     top = max(range(len(logits)), key=logits.__getitem__)
     if temperature == 0:
         return [(top, 0.0)]

@@ -169,7 +169,8 @@ class Engine:
         self.device = model.head.weight.device
         self.cache = PrefixCache(prefix_cache) if prefix_cache else None
         # One row of the start state, shared by every new sequence (a copy: no State is written into
-        # in place, and if one were, the model's own start state would stay as trained)
+        # in place, and if one were, the model's own start state would stay as trained). The engine
+        # serves the weights it was given, as the prefix cache's states assume too.
         self._start = model.init_hidden(1, self.device).map(lambda p: p.detach().clone())
         self.on_idle = on_idle  # called (engine thread) once the engine has had no work for idle_delay s
         self.idle_delay = idle_delay
@@ -391,14 +392,14 @@ class Engine:
             # (G, n, V), or (G, 1, V) when no row scores its prompt: the head after the last position only
             scoring = any(s.score_prompt is not None for s in todo)
             logits, state = self.model(x, State.cat([s.state for s in todo]), last_only=not scoring)
-            if self.metrics:
-                self.metrics.prefill(len(todo))
             for i, s in enumerate(todo):
                 if s.score_prompt is not None:  # before s.logits moves on: it predicted x[i, 0]
                     s.score(logits[i], x[i])
                 s.ids = s.ids[n:]
                 s.state = state.rows(slice(i, i + 1))
                 s.logits = logits[i:i + 1, -1]
+            if self.metrics:  # after the rows took their results: a turn retried row by row counts once per row
+                self.metrics.prefill(len(todo))
             if self.cache:
                 for s in todo:
                     if not s.ids:  # fully read: remember the state after this context

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from model import CharRNN, ModelConfig, State
 from model.checkpoint import load_training_state, load_weights, save_training_state, save_weights
 from model.evaluate import evaluate
-from model.precision import fp16_available
+from model.precision import fp16_available, int8_available
 from model.generate import generate
 from model.network import CELLS
 from model.sampling import SamplingParams
@@ -125,11 +125,17 @@ def test_fp16_paths_are_the_nn_module_with_half_precision_matrices(cell, layers)
 def test_last_only_is_the_last_position_of_every_prompt_path(cell):
     """last_only (what the engine asks when no row scores its prompt) gives exactly the last
     position's logits and the same state, in every precision's prompt path (int8: the pinned C++
-    LSTM, or the layer-by-layer one; the stepwise path for the GRU and RNN), and in training."""
+    LSTM, and the layer-by-layer one for a start state past 1; the stepwise path for the GRU and
+    RNN), and in training."""
     m = _model(cell, hidden=16)
     x = torch.randint(0, 20, (3, 7))
-    precisions = ["fp32"] + (["fp16", "int8"] if fp16_available() else [])
-    for precision in precisions:
+    cases = [("fp32", None)] + ([("fp16", None)] if fp16_available() else [])
+    if int8_available():
+        cases += [("int8", None)] + ([("int8", 1.5)] if cell == "lstm" else [])
+    for precision, start in cases:
+        if start is not None:  # past the pins' range: LSTMStep.prefill, not PinnedLSTM
+            with torch.no_grad():
+                m.h0.fill_(start)
         m.set_precision(precision)
         with torch.no_grad():
             full, state = m(x)

@@ -94,6 +94,20 @@ def test_prefill_turns_are_counted_by_their_rows(make_app):
     assert histogram() == [turns, rows]
 
 
+def test_traffic_leaves_the_shared_start_state_as_trained(make_app):
+    """Every new sequence starts from one shared copy of the start state: no path may write into
+    it (an empty prompt joins an empty batch with it as the batch's state; a single-row turn hands
+    it to the prompt path as it is)."""
+    import torch
+    app = make_app()
+    client, engine = app.test_client(), ctx(app).engine
+    for body in ({"max_new_chars": 5, "prompt": ""}, {"max_new_chars": 5, "prompt": "the"}):
+        assert client.post("/generate", json=body).status_code == 200
+    assert client.post("/predict-next", json={"text": "xt"}).status_code == 200
+    want = engine.model.init_hidden(1)
+    assert all(torch.equal(a, b) for a, b in zip(engine._start.parts, want.parts))
+
+
 def test_full_queue_answers_429_right_away(make_app):
     app = make_app(max_batch=1, max_queue=0)
     client = app.test_client()

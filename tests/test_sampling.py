@@ -1,9 +1,8 @@
+import math
 import random
 
 import pytest
 import torch
-
-import math
 
 from model.sampling import (SamplingParams, apply_repetition_penalty, apply_temperature, apply_top_k,
                             apply_top_p, choose, find_stop, holdback, sample_next, top_logprobs)
@@ -32,6 +31,7 @@ def test_top_logprobs_edges():
     tiny = top_logprobs([0.5, 3.0, 2.0], 1e-300, 3)                   # no NaN: the rest get probability 0
     assert tiny[0] == (1, 0.0) and [i for i, _ in tiny] == [1, 2, 0] and all(math.exp(lp) == 0 for _, lp in tiny[1:])
     assert [i for i, _ in top_logprobs([1.0, 2.0, 2.0, 2.0], 1.0, 2)] == [1, 2]  # ties: lower id first
+    assert top_logprobs([1.0, math.nan, 0.5], 0, 2) == top_logprobs([1.0, math.nan, 0.5], 1.0, 2) == []
 
 
 def test_greedy_is_argmax_whatever_the_seed():
