@@ -229,22 +229,19 @@ def prefill_floor_ms(model, precision: str, window: int) -> dict:
 def prompt_products_floor_ms(model, precision: str, window: int) -> dict:
     """The int8 prompt path's (PinnedLSTM's) own matrix products alone over `window` characters,
     for 1 and 8 contexts at once: per layer, one input product over all T positions and T
-    recurrent (W_hh) products one after another, each waiting for the last; with its pinned
-    units' width and fbgemm's packed weights, timed one call at a time from Python (a few us of
-    dispatch each). What that path pays before its gate math. {} for other paths."""
+    recurrent (W_hh) products one after another, each waiting for the last; its own packed
+    weights (pinned units included), timed one call at a time from Python (a few us of dispatch
+    each). What that path pays before its gate math. {} for other paths."""
     import torch
     from decode import timeit
-    from model.int8 import PIN, PinnedLSTM, int8_prepack, reduce_range
+    from model.int8 import PIN, PinnedLSTM, reduce_range
     if precision != "int8" or model.cfg.cell != "lstm" or not window or not PinnedLSTM.fits(model):
         return {}
-    m, rr, pinned = model.core, reduce_range(), PinnedLSTM(model)
+    rr, pinned, out = reduce_range(), PinnedLSTM(model), {}
     with torch.no_grad():
-        mats = [(int8_prepack(pinned._grow(getattr(m, f"weight_ih_l{k}")), None),
-                 int8_prepack(pinned._grow(getattr(m, f"weight_hh_l{k}")), None)) for k in range(model.cfg.layers)]
-        out = {}
         for b in (1, 8):
             t = 0.0
-            for k, (ih, hh) in enumerate(mats):
+            for k, (ih, hh) in enumerate(pinned.packed):
                 x = torch.rand(window * b, (model.cfg.embed if k == 0 else model.cfg.hidden) + PIN) * 2 - 1
                 h = torch.rand(b, model.cfg.hidden + PIN) * 2 - 1
                 t += timeit(lambda: torch.ops.quantized.linear_dynamic(x, ih, rr), min_time=0.1)
@@ -314,8 +311,9 @@ def main():
             proc.wait(30)
     roofs.append(compute_rooflines(model))
     window = info.get("limits", {}).get("max_context") or 0
-    floor = prefill_floor_ms(model, info.get("precision", "fp32"), window)
-    ceiling = step_products_ceiling(model, info.get("precision", "fp32"))
+    # in-process figures for the half that ran: the decode step's products (generate), the prompt path (predict)
+    ceiling = step_products_ceiling(model, info.get("precision", "fp32")) if gen else None
+    floor = prefill_floor_ms(model, info.get("precision", "fp32"), window) if pred else {}
     products_floor = prompt_products_floor_ms(model, info.get("precision", "fp32"), window) if pred else {}
     # The higher of the two measurements of each: the stricter roofline.
     roofline = {k: max(r[k] for r in roofs) for k in roofs[0]}

@@ -86,13 +86,14 @@ class PinnedLSTM:
             self.table = torch.cat([emb, torch.tensor([[emax, -emax]]).expand(emb.shape[0], PIN)], 1)  # (V, E+2)
             pin_bias = torch.tensor([[_SATURATE] * PIN] * 4)  # rows i, f, g, o
             pin_bias[2, 1] = -_SATURATE                      # the second unit's g = -1
-            self.params = []
+            self.packed, self.params = [], []  # per layer: packed (W_ih, W_hh); the C++ LSTM's cell params
             for k in range(L):
                 b_ih = torch.cat([getattr(m, f"bias_ih_l{k}").view(4, H), pin_bias], 1).reshape(-1)
                 b_hh = torch.cat([getattr(m, f"bias_hh_l{k}").view(4, H), torch.zeros(4, PIN)], 1).reshape(-1)
                 w_ih, w_hh = (self._grow(getattr(m, f"weight_{n}_l{k}")) for n in ("ih", "hh"))
+                self.packed.append((int8_prepack(w_ih, b_ih), int8_prepack(w_hh, b_hh)))
                 self.params.append(torch.ops.quantized.make_quantized_cell_params_dynamic(
-                    int8_prepack(w_ih, b_ih), int8_prepack(w_hh, b_hh), b_ih, b_hh, reduce_range()))
+                    *self.packed[-1], b_ih, b_hh, reduce_range()))
         self.h_pin, self.c_pin = torch.tensor([1.0, -1.0]), torch.tensor([_C_PIN, -_C_PIN])  # (PIN,) each
 
     @staticmethod

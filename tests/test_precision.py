@@ -107,24 +107,29 @@ def _step_by_step(step, model, x):
     return torch.cat(outs, 1), state
 
 
+def _prompt_follows_steps(prompt, step, model, x, tol: float, ref_tol: float):
+    """A prompt path over x (B, T) gives the decode step's logits and cell state, one character
+    at a time, within tol, and the fp32 nn module's log-probabilities within ref_tol."""
+    whole, s1 = prompt(x, model.init_hidden(x.shape[0]))
+    stepped, state = _step_by_step(step, model, x)
+    assert torch.allclose(whole, stepped, atol=tol)
+    assert torch.allclose(s1.parts[1], state.parts[1], atol=tol)
+    err = (torch.log_softmax(whole, -1) - _fp32_log_probs(model, x)).abs().max()
+    assert err < ref_tol, (step.precision, err)
+
+
 @needs_int8
 def test_int8_follows_fp32_and_its_prompt_path_follows_its_step(tiny_model):
     model, _ = tiny_model
     torch.manual_seed(1)
     x = torch.randint(0, model.cfg.vocab_size, (3, 24))
     with torch.no_grad():
-        ref = _fp32_log_probs(model, x)
         for p in ("fp32", "int8"):
-            step = fused_step(model, p)
-            whole, s1 = step.prefill(x, model.init_hidden(3))
-            stepped, state = _step_by_step(step, model, x)
             # layer by layer = step by step (in int8 up to rounding: the step quantizes an upper
             # layer's [input, h] with one scale per row of the stacked [W_ih | W_hh], the prompt path each apart)
-            tol = 1e-5 if p == "fp32" else 3e-3
-            assert torch.allclose(whole, stepped, atol=tol)
-            assert torch.allclose(s1.parts[1], state.parts[1], atol=tol)
-            err = (torch.log_softmax(whole, -1) - ref).abs().max()
-            assert err < (1e-4 if p == "fp32" else 0.05), (p, err)
+            step = fused_step(model, p)
+            _prompt_follows_steps(step.prefill, step, model, x, tol=1e-5 if p == "fp32" else 3e-3,
+                                  ref_tol=1e-4 if p == "fp32" else 0.05)
 
 
 @needs_int8
@@ -157,14 +162,9 @@ def test_the_int8_prompt_path_follows_fp32_and_the_int8_step(tiny_model):
     torch.manual_seed(3)
     x = torch.randint(0, model.cfg.vocab_size, (3, 24))
     with torch.no_grad():
-        ref = _fp32_log_probs(model, x)
-        whole, s1 = prefill(model, "int8")(x, model.init_hidden(3))
-        stepped, state = _step_by_step(fused_step(model, "int8"), model, x)
         # the same model in int8 both ways, up to rounding: the prompt path also quantizes the
         # embedding (the step reads exact fp32 rows of its table) and each layer's W_ih and W_hh apart
-        assert torch.allclose(whole, stepped, atol=0.02)
-        assert torch.allclose(s1.parts[1], state.parts[1], atol=0.02)
-        assert (torch.log_softmax(whole, -1) - ref).abs().max() < 0.05
+        _prompt_follows_steps(prefill(model, "int8"), fused_step(model, "int8"), model, x, tol=0.02, ref_tol=0.05)
 
 
 @needs_int8
