@@ -44,7 +44,7 @@ os.environ.setdefault("CHARRNN_TORCH_THREADS", str(max(1, _cores // workers)))
 
 def when_ready(server):
     """Once, in the master: warn when the API is open (no key) and reachable beyond this machine."""
-    from service.auth import open_beyond_loopback
+    from service.http.auth import open_beyond_loopback
 
     exposed = open_beyond_loopback(server.cfg.bind, os.environ)
     if exposed:

@@ -1,20 +1,25 @@
-"""The HTTP service: create_app(settings) builds a Flask app around one loaded model and its
-batching engine. Nothing is read or loaded at import time."""
+"""The HTTP service: create_app(settings) builds a Flask app around the model registry and its one
+engine thread. Nothing is read or loaded at import time.
+
+Layers, each importing only those below it:
+  service/http/    the HTTP faces: routes, the native and OpenAI APIs, errors, auth, drain, pages
+  service/core/    the completion layer (one spec from any API's request), request schemas, the registry
+  service/engine/  continuous batching of every loaded model on one thread (knows no HTTP)
+"""
 from __future__ import annotations
 
 import atexit
 import logging
+import threading
 import time
 import weakref
-from dataclasses import dataclass
 
 import torch
 from flask import Flask, g, request
 
-from model.checkpoint import load_weights, pick_device
-from model.precision import candidate_precisions, resolve_precision
-from model.network import CharRNN
-from model.vocab import Vocab
+from model.checkpoint import pick_device
+from service.core.features import RegexCompiler
+from service.core.registry import Registry
 from service.engine import Engine
 from service.memory import IdleTrimmer
 from service.metrics import Metrics
@@ -23,34 +28,15 @@ from service.settings import Settings
 log = logging.getLogger("charrnn.service")
 
 
-@dataclass
-class AppContext:
-    settings: Settings
-    model: CharRNN
-    vocab: Vocab
-    card: dict
-    device: torch.device
-    engine: Engine
-    metrics: Metrics
-    spec: dict
-
-
 def _stop_engine(ref: weakref.ref) -> None:
     engine = ref()
     if engine is not None:
         engine.stop(timeout=1.0)
 
 
-def context_window(settings: Settings, card: dict) -> int:
-    """CHARRNN_MAX_CONTEXT, else the window bench/context.py measured for these weights, else 0 (all)."""
-    if settings.max_context is not None:
-        return settings.max_context
-    return int(card.get("inference", {}).get("max_context", 0))
-
-
 def create_app(settings: Settings | None = None) -> Flask:
-    from service import (api, auth, drain, errors, inspect_api, inspect_schemas, openai_api, openai_schemas, openapi,
-                         openapi_limits, playground)
+    from service.http import auth, drain, errors, openapi, openapi_limits, routes
+    from service.http.common import AppContext
 
     settings = settings or Settings.from_env()
     device = pick_device(settings.device)
@@ -58,47 +44,53 @@ def create_app(settings: Settings | None = None) -> Flask:
     # The engine thread must be the only thread with an OpenMP team. libgomp counts the workers
     # of every thread's team; once they outnumber the cores it stops spin-waiting between
     # parallel regions and puts its workers to sleep, so every op of a decode step pays futex
-    # wake-ups. So this thread loads the model with one torch thread (no team), and the engine
-    # thread sets the real count for itself. bench/threads.py (4000 batch-1 steps in a second
-    # thread): after a 2-thread load 826-868 us a step and ~45k context switches; after a
-    # 1-thread load 511-684 us and under 100.
+    # wake-ups. So every model is built, warmed up and probed on the engine thread (which sets the
+    # real thread count for itself), and this thread runs no torch op with more than one thread.
+    # bench/threads.py (4000 batch-1 steps in a second thread): after a 2-thread load 826-868 us a
+    # step and ~45k context switches; after a 1-thread load 511-684 us and under 100.
     before = torch.get_num_threads()
     threads = settings.torch_threads or before
     torch.set_num_threads(1)
-    try:
-        model, vocab, card = load_weights(settings.weights, device)
-        # auto: every candidate precision is timed on the engine thread at start (model/precision.py)
-        precisions = (candidate_precisions(device, card) if settings.precision == "auto"
-                      else [resolve_precision(settings.precision, device)])
-        model.set_precision(precisions[0])
-    finally:
-        torch.set_num_threads(before)
     metrics = Metrics()
-    engine = Engine(model, vocab, max_batch=settings.max_batch, max_queue=settings.max_queue,
-                    prefill_chunk=settings.prefill_chunk, metrics=metrics, prefix_cache=settings.prefix_cache,
-                    on_idle=IdleTrimmer(), stream_interval=settings.stream_interval_ms / 1000, threads=threads,
-                    max_context=context_window(settings, card), precisions=precisions).start()
-    # Under gunicorn the worker stops the engine as it drains (service/drain.py); under any other
+    engine = Engine(max_queue=settings.max_queue, threads=threads, on_idle=IdleTrimmer(), metrics=metrics).start()
+    torch.set_num_threads(before)
+    # Under gunicorn the worker stops the engine as it drains (service/http/drain.py); under any other
     # server the engine still stops at interpreter exit (a weak reference: the app may go first).
     atexit.register(_stop_engine, weakref.ref(engine))
-    log.info("loaded %s (%d params) on %s, inference in %s, in %.2fs", settings.weights, model.num_params(),
-             device, model.precision, time.time() - t0)
+    registry = Registry(engine=engine, settings=settings, device=device, metrics=metrics)
+    try:
+        registry.preload()
+    except Exception:
+        engine.stop()
+        raise
+    log.info("serving %s from %s (default %s; loaded: %s) on %s in %.2fs", ", ".join(registry.names()),
+             settings.models_dir, registry.default, ", ".join(registry.loaded()), device, time.time() - t0)
 
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.ensure_ascii = False  # characters as themselves in JSON answers
     app.json.sort_keys = False
     keys = auth.register(app, settings)  # first of the before_request hooks: nothing runs for a wrong key
     drain.Drain(engine).register(app)  # begun by SIGTERM in service/gunicorn_worker.py
-    spec = openapi_limits.complete(openapi.build_spec(), settings, vocab, auth=keys)
-    spec = openai_schemas.complete(spec, settings, vocab, openai_schemas.served_id(settings))  # /v1's limits
-    spec = inspect_schemas.complete(spec, settings, vocab, model)  # /inspect's: the model's layers and units
-    app.extensions["charrnn"] = AppContext(settings, model, vocab, card, device, engine, metrics, spec)
-    app.register_blueprint(api.bp)
-    app.register_blueprint(openapi.bp)
-    app.register_blueprint(openai_api.bp)  # /v1/*: OpenAI-compatible, OpenAI-shaped errors
-    app.register_blueprint(playground.bp)
-    app.register_blueprint(inspect_api.bp)
+    base = openapi.build_spec(routes.ROUTES)
+    cached, lock = {}, threading.Lock()
+
+    def document() -> dict:
+        """The OpenAPI document for what is served now (rebuilt when the models change)."""
+        names = registry.names()
+        lane = registry.lane(None)
+        key = (tuple(names), id(lane))
+        with lock:
+            if cached.get("key") != key:
+                import copy
+                cached["spec"] = openapi_limits.complete(copy.deepcopy(base), settings=settings, lane=lane,
+                                                         ids=names, auth=keys)
+                cached["key"] = key
+            return cached["spec"]
+
+    app.extensions["charrnn"] = AppContext(settings=settings, device=device, engine=engine, registry=registry,
+                                           metrics=metrics, compiler=RegexCompiler(), openapi=document)
+    routes.register(app)
     errors.register(app)
 
     @app.before_request
@@ -108,9 +100,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.after_request
     def _count(resp):
         endpoint = request.url_rule.rule if request.url_rule else "(unmatched)"
-        metrics.requests.labels(endpoint, str(resp.status_code)).inc()
+        model = g.get("model", "")
+        metrics.requests.labels(endpoint, str(resp.status_code), model).inc()
         if resp.mimetype != "text/event-stream":  # a stream observes its own end, in its body
-            metrics.latency.labels(endpoint).observe(time.monotonic() - g.get("t0", time.monotonic()))
+            metrics.latency.labels(endpoint, model).observe(time.monotonic() - g.get("t0", time.monotonic()))
         return resp
 
     return app

@@ -13,18 +13,24 @@
 from __future__ import annotations
 
 import json
+import threading
 
 from gunicorn import util
 from gunicorn.workers.gthread import ThreadWorker
 
+from service.http.errors import error_body, family
+
 TYPES = {400: "bad_request", 403: "forbidden", 414: "uri_too_long", 417: "expectation_failed",
          431: "headers_too_large", 500: "internal_error", 501: "not_implemented"}
+_request = threading.local()  # the path of the request gunicorn is answering with an error, when it parsed one
 
 
 def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
-    """Drop-in for gunicorn.util.write_error (same arguments), writing our JSON shape."""
-    body = json.dumps({"error": {"type": TYPES.get(status_int, "bad_request"), "message": mesg or reason,
-                                 "details": []}}).encode()
+    """Drop-in for gunicorn.util.write_error (same arguments), writing the API's JSON error shape:
+    OpenAI's for a request gunicorn could tell was for /v1, else the native one."""
+    _, obj = error_body(family(getattr(_request, "path", "") or ""), status_int,
+                        TYPES.get(status_int, "bad_request"), mesg or reason)
+    body = json.dumps(obj).encode()
     head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode("latin1")
     util.write_nonblock(sock, head + body)
@@ -35,6 +41,13 @@ class Worker(ThreadWorker):
         # gunicorn's handle_error looks util.write_error up at each call; this process is ours alone.
         util.write_error = write_json_error
         super().init_process()
+
+    def handle_error(self, req, client, addr, exc):
+        _request.path = getattr(req, "path", None) if req is not None else None
+        try:
+            super().handle_error(req, client, addr, exc)
+        finally:
+            _request.path = None
 
     def _drain(self):
         return getattr(self.wsgi, "extensions", {}).get("charrnn_drain") if self.wsgi else None

@@ -1,4 +1,6 @@
-"""Prometheus metrics, one registry per app (per worker process)."""
+"""Prometheus metrics, one registry per app (per worker process). Every request metric carries the
+model's id (`model`; empty when the request never reached one, e.g. a 404 for an unknown id, so a
+client cannot mint label values)."""
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -10,38 +12,55 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 class Metrics:
     def __init__(self):
         r = self.registry = CollectorRegistry()
-        self.requests = Counter("charrnn_requests", "HTTP requests by endpoint and status", ["endpoint", "status"], registry=r)
+        self.requests = Counter("charrnn_requests", "HTTP requests by endpoint, status and model",
+                                ["endpoint", "status", "model"], registry=r)
         self.latency = Histogram("charrnn_request_duration_seconds", "request latency (to the last byte for streams)",
-                                 ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+                                 ["endpoint", "model"], buckets=LATENCY_BUCKETS, registry=r)
         self.ttfc = Histogram("charrnn_time_to_first_char_seconds", "time to the first streamed character",
-                              buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_size = Histogram("charrnn_batch_size", "sequences per decode step", buckets=BATCH_BUCKETS, registry=r)
+                              ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("charrnn_batch_size", "sequences per decode step", ["model"],
+                                    buckets=BATCH_BUCKETS, registry=r)
         self.prefill_batch = Histogram("charrnn_prefill_batch_size", "sequences per prompt-reading (prefill) turn",
-                                       buckets=BATCH_BUCKETS, registry=r)
-        self.generated = Counter("charrnn_generated_chars", "characters generated", registry=r)
-        self.prompt_chars = Counter("charrnn_prompt_chars", "prompt characters read (prefill)", registry=r)
-        self.queue_depth = Gauge("charrnn_queue_depth", "sequences waiting to join the batch", registry=r)
-        self.cache_hits = Gauge("charrnn_prefix_cache_hits", "prompts that reused a cached model state", registry=r)
-        self.cache_lookups = Gauge("charrnn_prefix_cache_lookups", "prompts looked up in the prefix cache", registry=r)
-        self.cache_bytes = Gauge("charrnn_prefix_cache_bytes", "tensor bytes held by the prefix cache's entries",
-                                 registry=r)
+                                       ["model"], buckets=BATCH_BUCKETS, registry=r)
+        self.generated = Counter("charrnn_generated_chars", "characters generated", ["model"], registry=r)
+        self.prompt_chars = Counter("charrnn_prompt_chars", "prompt characters read (prefill)", ["model"], registry=r)
+        self.queue_depth = Gauge("charrnn_queue_depth", "sequences waiting to join a batch", registry=r)
         self.active = Gauge("charrnn_active_sequences", "sequences prefilling or decoding", registry=r)
+        self.loaded = Gauge("charrnn_model_loaded", "1 for each model in memory", ["model"], registry=r)
+        self.model_loads = Counter("charrnn_model_loads", "model loads by result: loaded, reloaded, unloaded, error",
+                                   ["model", "result"], registry=r)
+        self.cache_hits = Gauge("charrnn_prefix_cache_hits", "prompts that reused a cached model state", ["model"],
+                                registry=r)
+        self.cache_lookups = Gauge("charrnn_prefix_cache_lookups", "prompts looked up in the prefix cache", ["model"],
+                                   registry=r)
+        self.cache_bytes = Gauge("charrnn_prefix_cache_bytes", "tensor bytes held by the prefix cache's entries",
+                                 ["model"], registry=r)
 
-    def step(self, batch: int):
-        """Called by the engine after each decode step."""
-        self.batch_size.observe(batch)
-        self.generated.inc(batch)
+    def step(self, model: str, batch: int):
+        """Called by the engine after each decode step of a model."""
+        self.batch_size.labels(model).observe(batch)
+        self.generated.labels(model).inc(batch)
 
-    def prefill(self, rows: int):
+    def prefill(self, model: str, rows: int):
         """Called by the engine after each prefill turn that read characters."""
-        self.prefill_batch.observe(rows)
+        self.prefill_batch.labels(model).observe(rows)
 
-    def render(self, engine=None) -> bytes:
+    def render(self, engine=None, registry=None) -> bytes:
         if engine is not None:
             self.queue_depth.set(engine.queue_depth())
             self.active.set(engine.active())
-            if engine.cache is not None:
-                self.cache_hits.set(engine.cache.hits)
-                self.cache_lookups.set(engine.cache.lookups)
-                self.cache_bytes.set(engine.cache.nbytes)
+            served = {lane.name: lane for lane in engine.lanes if not lane.retired}
+            for name, lane in served.items():
+                if lane.cache is not None:
+                    self.cache_hits.labels(name).set(lane.cache.hits)
+                    self.cache_lookups.labels(name).set(lane.cache.lookups)
+                    self.cache_bytes.labels(name).set(lane.cache.nbytes)
+        if registry is not None:
+            loaded = set(registry.loaded())
+            for name in loaded | {s[0] for s in _label_sets(self.loaded)}:
+                self.loaded.labels(name).set(1 if name in loaded else 0)
         return generate_latest(self.registry)
+
+
+def _label_sets(metric) -> list[tuple]:
+    return list(metric._metrics.keys())  # the label values seen so far (prometheus_client keeps them here)

@@ -13,7 +13,16 @@ class Settings(BaseModel):
     """Every field can be set as CHARRNN_<FIELD> (upper case), e.g. CHARRNN_MAX_NEW_CHARS=500."""
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    weights: str = Field("weights/shakespeare", description="weights prefix (NAME.safetensors + NAME.json)")
+    weights: str = Field("weights/shakespeare", description="the default model: a weights prefix (NAME.safetensors "
+                         "+ NAME.json), served as NAME; it loads at start and stays loaded")
+    models_dir: str = Field("weights", description="every NAME.safetensors + NAME.json here is model NAME, found, "
+                            "added and reloaded while the server runs")
+    max_loaded: int = Field(4, ge=1, le=1024, description="models in memory at once (the default included); the "
+                            "least recently used one without work in flight is unloaded when another must load")
+    preload: str = Field("", description="models loaded at start besides the default: names, comma-separated, or "
+                         "'all' (up to max_loaded); others load on first use")
+    max_model_bytes: int = Field(1 << 30, ge=1024, description="largest NAME.safetensors the server reads")
+    max_card_bytes: int = Field(4 << 20, ge=1024, description="largest NAME.json (model card) the server reads")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "fp16", "int8"] = Field(
         "auto", description="recurrent matrices at inference (prompts and decoding); auto = the fastest, timed at "
@@ -56,5 +65,5 @@ class Settings(BaseModel):
         return cls.model_validate({**values, **overrides})
 
     def limits(self) -> dict:
-        return self.model_dump(exclude={"weights", "device", "precision", "torch_threads", "api_key", "api_key_file",
-                                        "metrics_public"})
+        return self.model_dump(exclude={"weights", "models_dir", "preload", "device", "precision", "torch_threads",
+                                        "api_key", "api_key_file", "metrics_public"})

@@ -65,7 +65,8 @@ def make_app(tiny_weights):
     apps = []
 
     def make(**overrides):
-        app = create_app(Settings(**{"weights": str(tiny_weights), "device": "cpu", **overrides}))
+        app = create_app(Settings(**{"weights": str(tiny_weights), "models_dir": str(tiny_weights.parent),
+                                     "device": "cpu", **overrides}))
         app.config["TESTING"] = True
         apps.append(app)
         return app

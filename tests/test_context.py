@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from service import context_window
+from service.core.registry import context_window
 from service.settings import Settings
 
 LONG = "the quick brown fox jumps over the lazy dog. " * 3
@@ -14,7 +14,7 @@ def probs_after(app, text: str) -> torch.Tensor:
     """The model's next-char distribution after reading `text` from the start state (direct)."""
     c = app.extensions["charrnn"]
     with torch.no_grad():
-        logits, _ = c.model(torch.tensor([c.vocab.encode(text).tolist()]), c.model.init_hidden(1))
+        logits, _ = c.registry.lane(None).model(torch.tensor([c.registry.lane(None).vocab.encode(text).tolist()]), c.registry.lane(None).model.init_hidden(1))
     return torch.softmax(logits[0, -1].double(), -1)
 
 
@@ -24,7 +24,7 @@ def served(client, text: str) -> dict:
 
 
 def assert_same(app, got: dict, want: torch.Tensor):
-    chars = app.extensions["charrnn"].vocab.chars
+    chars = app.extensions["charrnn"].registry.lane(None).vocab.chars
     for ch, p in got.items():
         assert p == pytest.approx(want[chars.index(ch)].item(), rel=1e-4, abs=1e-7)
 
@@ -35,7 +35,7 @@ def test_a_long_text_is_read_from_its_last_n_characters(make_app):
     got = served(client, LONG)
     assert_same(app, got, probs_after(app, LONG[-3:]))
     full = probs_after(app, LONG)  # the window really changes the answer of this (random) model
-    assert max(abs(p - full[app.extensions["charrnn"].vocab.chars.index(ch)].item()) for ch, p in got.items()) > 1e-4
+    assert max(abs(p - full[app.extensions["charrnn"].registry.lane(None).vocab.chars.index(ch)].item()) for ch, p in got.items()) > 1e-4
     assert client.get("/info").get_json()["limits"]["max_context"] == 3
 
 

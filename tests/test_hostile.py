@@ -139,7 +139,7 @@ def test_sigterm_drains_finishes_in_flight_and_ends_open_streams_with_an_error(t
         events = [line[6:] for line in tail.splitlines() if line.startswith("data: ")]
         assert events[-1] == "[DONE]"
         err = json.loads(events[-2])["error"]
-        assert err["type"] == "engine_error" and "shutting down" in err["message"]
+        assert err["type"] == "shutting_down" and "shutting down" in err["message"]
         out = s.stop()
         assert s.proc.returncode == 0, out[-3000:]
         assert "draining" in out

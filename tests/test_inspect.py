@@ -140,7 +140,7 @@ def test_inspect_endpoint(client):
     assert r.status_code == 200, r.get_json()
     assert torch.get_num_threads() == threads  # its one-thread section restores the thread count
     body = r.get_json()
-    layers, logp = activations(ctx.model, ctx.vocab.encode(text).tolist())
+    layers, logp = activations(ctx.registry.lane(None).model, ctx.registry.lane(None).vocab.encode(text).tolist())
     std = layers[0]["c"].std(0, unbiased=False)
     top = torch.topk(std, 4).indices.tolist()
     assert [t["unit"] for t in body["top_units"]] == top
@@ -153,7 +153,7 @@ def test_inspect_endpoint(client):
         assert ch["f"] == pytest.approx(layers[0]["f"][t, body["units"]].tolist(), abs=1e-5)
     # defaults: the last layer, all six quantities, the 8 most varying units
     body = client.post("/inspect", json={"text": text}).get_json()
-    assert body["layer"] == ctx.model.cfg.layers - 1 and len(body["units"]) == 8
+    assert body["layer"] == ctx.registry.lane(None).model.cfg.layers - 1 and len(body["units"]) == 8
     assert set(body["chars"][0]) == {"char", "prob", "logprob", *WHAT}
 
 

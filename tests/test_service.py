@@ -34,10 +34,10 @@ def test_predict_next_matches_the_model(client):
     assert body["text"] == "the fox" and len(body["predictions"]) == 4
     c = ctx(client)
     with torch.no_grad():
-        logits, _ = c.model(torch.tensor([c.vocab.encode("the fox").tolist()]))
+        logits, _ = c.registry.lane(None).model(torch.tensor([c.registry.lane(None).vocab.encode("the fox").tolist()]))
     probs = torch.softmax(logits[0, -1].double() / 0.7, -1)
     top = torch.topk(probs, 4)
-    assert [p["char"] for p in body["predictions"]] == [c.vocab.chars[i] for i in top.indices]
+    assert [p["char"] for p in body["predictions"]] == [c.registry.lane(None).vocab.chars[i] for i in top.indices]
     for p, q in zip(body["predictions"], top.values.tolist()):
         assert p["prob"] == pytest.approx(q, rel=1e-4) and p["logprob"] == pytest.approx(math.log(q), abs=1e-4)
 
@@ -57,7 +57,7 @@ def test_generate_matches_the_single_sequence_sampler(client):
     body = r.get_json()
     assert body["seed"] == 11 and body["usage"] == {"prompt_chars": 4, "generated_chars": 120}
     for i, comp in enumerate(body["completions"]):  # completion i uses seed + i
-        text, reason = generate(c.model, c.vocab, "the ", 60, SamplingParams(1.0, 10, None, 1.3), 11 + i)
+        text, reason = generate(c.registry.lane(None).model, c.registry.lane(None).vocab, "the ", 60, SamplingParams(1.0, 10, None, 1.3), 11 + i)
         assert comp == {"text": text, "finish_reason": reason, "generated_chars": 60}
     assert body["completions"][0]["text"] != body["completions"][1]["text"]
 
@@ -172,8 +172,8 @@ def test_health_ready_info_and_not_ready(make_app):
     assert client.get("/health").get_json() == {"status": "ok"}
     assert client.get("/ready").status_code == 200
     info = client.get("/info").get_json()
-    assert info["model"]["vocab_size"] == len(ctx(client).vocab) and info["model"]["layers"] == 2
-    assert info["model"]["parameters"] == ctx(client).model.num_params() and info["model"]["val_loss"] == 3.0
+    assert info["model"]["vocab_size"] == len(ctx(client).registry.lane(None).vocab) and info["model"]["layers"] == 2
+    assert info["model"]["parameters"] == ctx(client).registry.lane(None).model.num_params() and info["model"]["val_loss"] == 3.0
     assert info["device"] == "cpu" and info["limits"]["max_n"] == 3
     # auto on a CPU: the precision the start-up probe measured fastest (tests/test_precision.py)
     assert info["precision"] in (["fp32", "fp16"] if fp16_available() else ["fp32"])
@@ -190,17 +190,21 @@ def test_metrics_openapi_and_docs(client):
     client.post("/generate", json={"max_new_chars": 7, "seed": 1})
     client.post("/generate", json={"temperature": -1})
     text = client.get("/metrics").data.decode()
-    assert 'charrnn_requests_total{endpoint="/generate",status="200"} 1.0' in text
-    assert 'charrnn_requests_total{endpoint="/generate",status="422"} 1.0' in text
-    assert "charrnn_generated_chars_total 7.0" in text
+    assert 'charrnn_requests_total{endpoint="/generate",model="tiny",status="200"} 1.0' in text
+    # rejected before a model was chosen: no model label value a client could have minted
+    assert 'charrnn_requests_total{endpoint="/generate",model="",status="422"} 1.0' in text
+    assert 'charrnn_generated_chars_total{model="tiny"} 7.0' in text
+    assert 'charrnn_model_loaded{model="tiny"} 1.0' in text
     for name in ("charrnn_request_duration_seconds_bucket", "charrnn_queue_depth", "charrnn_batch_size_bucket"):
         assert name in text
     spec = client.get("/openapi.json").get_json()
     # every API route the app serves is documented with its methods, and nothing else is (the
     # spec itself, its UI and the playground are pages, not API)
-    pages = ("static", "openapi.", "playground.")
+    from service.http.routes import ROUTES
+
+    pages = {f"{r.method}:{r.path}" for r in ROUTES if not r.documented}
     routes = {re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", r.rule): r.methods - {"HEAD", "OPTIONS"}
-              for r in client.application.url_map.iter_rules() if not r.endpoint.startswith(pages)}
+              for r in client.application.url_map.iter_rules() if r.endpoint not in pages}
     verbs = {"get", "post", "put", "patch", "delete"}
     assert {p: {m.upper() for m in ops if m in verbs} for p, ops in spec["paths"].items()} == routes
     assert {"/predict-next", "/generate", "/v1/completions"} <= set(routes)
@@ -213,7 +217,7 @@ def test_metrics_openapi_and_docs(client):
 
 def test_engine_warms_up_before_serving(make_app):
     """The decode step's packed weights are built at startup, not in the first request."""
-    model = ctx(make_app().test_client()).model
+    model = ctx(make_app().test_client()).registry.lane(None).model
     built = model.__dict__.get("_fused")
     assert built is not None and built[1].precision == model.precision
     assert model.fused_step() is built[1]  # and reused, not rebuilt

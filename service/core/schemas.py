@@ -6,8 +6,6 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from model.sampling import SamplingParams
-
 
 class Strict(BaseModel):
     # Unknown fields are an error, not silently ignored; strict: "1" is not a number, "yes" not a bool.
@@ -65,6 +63,7 @@ def check_char_bias(v: dict[str, float]) -> dict[str, float]:
 
 
 class PredictRequest(Strict):
+    model: str | None = Field(None, description="a served model's id (GET /v1/models); absent = the default model")
     text: str = Field("", description="the context; empty = the start of a text (read as a newline)")
     top_k: int = Field(5, ge=1, description="how many of the most likely next characters to return (at most max_top_k, see /info)")
     temperature: float = Field(1.0, ge=0, description="softmax temperature; 0 puts all mass on the argmax")
@@ -88,11 +87,13 @@ class Prediction(BaseModel):
 
 
 class PredictResponse(BaseModel):
+    model: str = Field(description="the model that answered")
     text: str = Field(description="the context that was read (without skipped characters)")
     predictions: list[Prediction] = Field(description="the top_k most likely next characters, most likely first")
 
 
 class GenerateRequest(Strict):
+    model: str | None = Field(None, description="a served model's id (GET /v1/models); absent = the default model")
     prompt: str = Field("", description="text to continue; empty = the start of a text (read as a newline)")
     max_new_chars: int = Field(200, ge=1, description="characters to generate per completion, at most (limit: max_new_chars in /info)")
     temperature: float = Field(0.8, ge=0, description="softmax temperature; lower is more conservative, 0 = greedy (always the most likely character)")
@@ -118,14 +119,6 @@ class GenerateRequest(Strict):
     _prompt = field_validator("prompt")(_check_len)
     _bias = field_validator("logit_bias")(check_char_bias)
 
-    @field_validator("temperature")
-    @classmethod
-    def _tiny_is_greedy(cls, v):
-        # The sampler's temperatures are float32: 1e-300 would be 0 there (greedy) for some of its
-        # decisions and not others. Below 1e-30 every gap between logits is already infinite:
-        # greedy is what such a temperature means.
-        return 0.0 if v < 1e-30 else v
-
     @field_validator("max_new_chars", "n", "top_k")
     @classmethod
     def _max(cls, v, info):
@@ -145,9 +138,6 @@ class GenerateRequest(Strict):
         if length is not None and any(len(s) > length for s in v):
             raise ValueError(f"stop strings are at most {length} characters")
         return v
-
-    def sampling(self) -> SamplingParams:
-        return SamplingParams(self.temperature, self.top_k, self.top_p, self.repetition_penalty)
 
 
 class TopChar(BaseModel):
@@ -175,6 +165,7 @@ class Usage(BaseModel):
 
 
 class GenerateResponse(BaseModel):
+    model: str = Field(description="the model that answered")
     completions: list[Completion] = Field(description="n completions, in index order")
     seed: int = Field(description="the seed used (the request's, or a random one): send it back to reproduce the answer")
     usage: Usage = Field(description="characters read and written")
@@ -188,3 +179,34 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody = Field(description="every error answer has this one key")
+
+
+class StreamText(BaseModel):
+    """More text of completion `index` (consecutive texts of one completion may arrive merged)."""
+    model_config = ConfigDict(extra="forbid")  # so each event matches exactly one schema
+    index: int = Field(description="which completion (0 .. n-1)")
+    text: str = Field(description="the next piece of its text")
+    logprobs: list[dict] | None = Field(None, description="with \"logprobs\": k, one entry per character of text, "
+                                        "as in a Completion's logprobs")
+
+
+class StreamFinal(BaseModel):
+    """Completion `index` is finished; its last text came before this event."""
+    model_config = ConfigDict(extra="forbid")  # so each event matches exactly one schema
+    index: int = Field(description="which completion (0 .. n-1)")
+    text: Literal[""] = Field("", description="always empty: the text came in the events before")
+    finish_reason: Literal["length", "stop"] = Field(description="length: max_new_chars reached; stop: a stop "
+                                                     "string was generated, or the regex is fully matched")
+    generated_chars: int = Field(description="characters in the whole completion")
+
+
+class StreamErrorBody(BaseModel):
+    type: str = Field(description="timeout, engine_error (e.g. the server is shutting down), ...")
+    message: str = Field(description="what went wrong, for people")
+
+
+class StreamError(BaseModel):
+    """Completion `index` ended early; the HTTP status (200) was already sent, so this says why."""
+    model_config = ConfigDict(extra="forbid")  # so each event matches exactly one schema
+    index: int = Field(description="which completion (0 .. n-1) ended early")
+    error: StreamErrorBody = Field(description="why it ended")

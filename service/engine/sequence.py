@@ -1,4 +1,5 @@
-"""One completion as the engine runs it (Sequence), and what the engine tells its requester (Event).
+"""One completion as the engine runs it (Sequence), and what the engine tells its requester: typed
+events (Text, PromptScores, Logits, Finished, Failed) on the request's queue.
 
 A Sequence holds its own sampling settings and RNG, its text so far and the events it puts on its
 request's queue; the engine (service/engine.py) advances it and never reads HTTP. Stop strings,
@@ -10,7 +11,6 @@ import queue
 import random
 import time
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 import torch
 
@@ -18,17 +18,57 @@ from model.sampling import SamplingParams, find_stop, holdback, token_logprobs
 from model.state import State
 
 
-class Event(StrEnum):
-    """The kinds of what the engine puts on a request's queue, as (index, kind, value).
-    (A StrEnum: equal to its plain string too.)"""
-    TEXT = "text"                # value: the next piece of final text of completion `index`
-    LOGPROBS = "logprobs"        # value: the logprob entries of the TEXT event that follows
-    PROMPT_LOGPROBS = "prompt_logprobs"  # value: entries scoring a chunk of the prompt (echo)
-    LOGITS = "logits"            # value: the V next-character logits, a list of floats (max_new == 0: the answer)
-    DONE = "done"                # value: the finish reason ("stop" | "length")
-    TIMEOUT = "timeout"          # past its deadline
-    ERROR = "error"              # value: a message; the engine failed this sequence (logged)
-    SHUTDOWN = "shutdown"        # value: a message; the engine stopped before the sequence finished
+@dataclass(frozen=True)
+class Text:
+    """More final text of completion `index`, with one logprob entry per character when asked for."""
+    index: int
+    text: str
+    logprobs: list | None = None   # [(logprob, [(id, logprob), ...]), ...] or None
+
+
+@dataclass(frozen=True)
+class PromptScores:
+    """Echo with logprobs: entries scoring the next chunk of the context read (None: unscored)."""
+    index: int
+    entries: list
+
+
+@dataclass(frozen=True)
+class Logits:
+    """max_new == 0: the next-character logits after the context, a list of V floats (the answer)."""
+    index: int
+    logits: list
+
+
+@dataclass(frozen=True)
+class Finished:
+    """Completion `index` ended normally; its last Text came before."""
+    index: int
+    reason: str                    # "stop" | "length"
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Completion `index` (None: all of the request's) ended early: an HTTP status and a code for it."""
+    index: int | None
+    status: int                    # 504 timeout, 503 shutting down, 500 engine failure
+    code: str
+    message: str
+
+
+Event = Text | PromptScores | Logits | Finished | Failed
+
+
+def timed_out(index: int | None = None) -> Failed:
+    return Failed(index, 504, "timeout", "request not finished within its deadline")
+
+
+def shut_down(index: int | None = None) -> Failed:
+    return Failed(index, 503, "shutting_down", "the server is shutting down; retry (another instance)")
+
+
+def failed(index: int | None = None) -> Failed:
+    return Failed(index, 500, "engine_error", "internal error")
 
 
 @dataclass(eq=False)
@@ -40,7 +80,7 @@ class Sequence:
     max_new: int
     stops: list[str]
     deadline: float                # time.monotonic() by which it must be done
-    events: queue.Queue = field(default_factory=queue.Queue)  # (index, kind, value), may be shared
+    events: queue.Queue = field(default_factory=queue.Queue)  # Events (above); may be shared by a request
     index: int = 0                 # which completion of its request
     stream: bool = True            # emit text as it is final; else only once, when done
     interval: float = 0.0          # stream: seconds between text events after the first (0 = every char)
@@ -64,23 +104,22 @@ class Sequence:
         self.rng = random.Random(self.seed)
         self.recent = self.ids[-self.params.penalty_window:]
 
-    def emit(self, kind: str, value=None):
-        self.events.put((self.index, kind, value))
+    def emit(self, event) -> None:
+        self.events.put(event)
 
     def cancel(self):
         self.cancelled = True  # read by the engine thread at its next turn
 
     def _emit_text(self, end: int):
-        if self.logprobs is not None:  # the entries of exactly the text that follows
-            self.emit(Event.LOGPROBS, self.lps[self.emitted:end])
-        self.emit(Event.TEXT, self.text[self.emitted:end])
+        lps = self.lps[self.emitted:end] if self.logprobs is not None else None  # exactly this text's
+        self.emit(Text(self.index, self.text[self.emitted:end], lps))
         self.emitted = end
 
     def _finish(self, reason: str):
         if self.emitted < len(self.text):
             self._emit_text(len(self.text))
         self.done = True
-        self.emit(Event.DONE, reason)
+        self.emit(Finished(self.index, reason))
 
     def score(self, logits: torch.Tensor, ids: torch.Tensor):
         """Echo with logprobs: score a chunk of context ids (n,) from the logits after each (n, V);
@@ -89,7 +128,7 @@ class Sequence:
         entries = [None] if self.logits is None else []
         chosen, vals, top = token_logprobs(pred, ids[len(entries):], self.score_prompt)
         entries += [(c, list(zip(t, v))) for c, t, v in zip(chosen.tolist(), top.tolist(), vals.tolist())]
-        self.emit(Event.PROMPT_LOGPROBS, entries)
+        self.emit(PromptScores(self.index, entries))
 
     def push(self, ch: str, idx: int, lp: tuple | None = None) -> bool:
         """Append a sampled character (lp: its logprob entry); emit what is final; -> True when done."""

@@ -6,13 +6,14 @@ from typing import Literal
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from model.inspect import WHAT
-from service.schemas import Strict, _limit
+from service.core.schemas import Strict, _limit
 
 Quantity = Literal["h", "c", "i", "f", "g", "o"]
 DEFAULT_TOP_UNITS = 8
 
 
 class InspectRequest(Strict):
+    model: str | None = Field(None, description="a served model's id (GET /v1/models); absent = the default model")
     text: str = Field(min_length=1, description="the text to read, from the model's start state; longer than "
                       "max_context (see /info): read from its last max_context characters, as /predict-next does "
                       "(at most max_inspect_chars)")
@@ -96,31 +97,3 @@ class InspectResponse(BaseModel):
     units: list[int] = Field(description="the units each activation list follows: the requested ones, then the top ones")
     top_units: list[UnitStat] = Field(description="with top_units: the units whose cell state varies most, most first")
     chars: list[InspectChar] = Field(description="one entry per character read")
-
-
-def complete(spec: dict, settings, vocab, model) -> dict:
-    """/inspect's limits in the document, as service/openapi_limits.py does for the others: they
-    depend on the settings and on the model's shape. A model without LSTM gates answers every
-    /inspect with 422 unsupported_cell, and its document says so (no 200)."""
-    from model.inspect import cell_of
-    from service.openapi_limits import _char_class, _prop
-
-    if cell_of(model) != "lstm":
-        op = spec["paths"]["/inspect"]["post"]
-        op["description"] = (f"This model's cell ({cell_of(model)}) has no LSTM gates: every request answers 422 "
-                             "unsupported_cell.")
-        op["responses"].pop("200", None)
-        return spec
-    s = spec["components"]["schemas"]["InspectRequest"]
-    _prop(s, "text")["maxLength"] = settings.max_inspect_chars
-    s["if"] = {"properties": {"unknown_chars": {"const": "skip"}}, "required": ["unknown_chars"]}
-    s["then"] = {}
-    s["else"] = {"properties": {"text": {"pattern": f"^[{_char_class(vocab.chars)}]*$"}}}
-    layers, hidden = model.cfg.layers, model.cfg.hidden
-    _prop(s, "layer").update(minimum=-layers, maximum=layers - 1)
-    units = _prop(s, "units")
-    units.update(maxItems=settings.max_inspect_units, uniqueItems=True)
-    units["items"] = {"type": "integer", "minimum": 0, "maximum": hidden - 1}
-    _prop(s, "top_units")["maximum"] = settings.max_inspect_units
-    s["properties"]["what"]["uniqueItems"] = True
-    return spec

@@ -9,7 +9,7 @@ import threading
 
 from flask import Flask, request
 
-from service.errors import error_response
+from service.http.errors import error_response
 
 log = logging.getLogger("charrnn.service")
 

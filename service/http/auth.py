@@ -13,7 +13,7 @@ from pathlib import Path
 
 from flask import Flask, request
 
-from service.errors import error_response
+from service.http.errors import error_response
 
 log = logging.getLogger("charrnn.service")
 
@@ -57,10 +57,7 @@ def register(app: Flask, settings) -> bool:
             return None
         message = ("missing API key: send Authorization: Bearer <key>" if "Authorization" not in request.headers
                    else "invalid API key")  # never echoes what was sent
-        if path.startswith("/v1/") or path == "/v1":
-            from service.openai_api import openai_error  # OpenAI's shape, so its client raises AuthenticationError
-            return openai_error(401, message, code="invalid_api_key", headers=CHALLENGE)
-        return error_response(401, "unauthorized", message, None, CHALLENGE)
+        return error_response(401, "unauthorized", message, None, CHALLENGE)  # under /v1: AuthenticationError
 
     log.info("API keys required (%d key(s)); open: %s", len(keys), ", ".join(sorted(public)))
     return True

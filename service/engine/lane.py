@@ -1,42 +1,32 @@
-"""Continuous-batching engine: one scheduler thread owns the model and advances every active
-sequence together.
+"""One model's share of the engine (Lane): its weights, vocabulary, prefix cache, waiting
+sequences and decode batch. The engine thread (service/engine/engine.py) runs every lane's turns;
+a lane never starts a thread, takes a lock or reads HTTP.
 
-Each turn of the loop: admit waiting sequences (bounded queue), run one chunk of prompt prefill
-for the newcomers (whole-sequence recurrent core, batched), move finished prefills into the decode batch,
-then one decode step for the whole batch: sample a character per row (each row with its own
-settings and its own RNG), drop the rows that finished, and feed the rest back through the
-model. Results travel to the HTTP threads through one queue per request.
+A turn of a lane: run one chunk of prompt prefill for the newcomers (whole-sequence recurrent core,
+batched), move finished prefills into the decode batch, then one decode step for the whole batch:
+sample a character per row (each row with its own settings and its own RNG), drop the rows that
+finished, and feed the rest back through the model. Results travel to the HTTP threads as typed
+events (service/engine/sequence.py) on one queue per request.
 """
 from __future__ import annotations
 
 import logging
-import queue
 import random
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
 import torch
 
-from model.precision import probe_precision
 from model.generate import context_ids
 from model.network import CharRNN
 from model.state import State
 from model.sampling import BatchParams, SamplingParams, batch_params, sample_batch, token_logprobs
 from model.vocab import Vocab
-from service.prefix_cache import PrefixCache
-from service.sequence import Event, Sequence
+from service.engine.prefix_cache import PrefixCache
+from service.engine.sequence import Logits, Sequence, failed, timed_out
 
 log = logging.getLogger("charrnn.engine")
-
-
-class QueueFull(Exception):
-    pass
-
-
-class NotRunning(Exception):
-    pass
 
 
 @dataclass
@@ -49,156 +39,76 @@ class StepParams(BatchParams):
     logprob_k: int = 0                        # the most alternatives any of them asks for
 
 
-class Engine:
-    def __init__(self, model: CharRNN, vocab: Vocab, *, max_batch: int = 64, max_queue: int = 256,
-                 prefill_chunk: int = 256, metrics=None, prefix_cache: int = 1024, on_idle=None,
-                 stream_interval: float = 0.0, threads: int = 0, max_context: int = 0,
-                 precisions: list[str] | None = None, idle_delay: float = 1.0, wide_batch: int = 16):
-        self.model, self.vocab, self.metrics = model, vocab, metrics
-        self.threads = threads  # torch threads of the engine thread (0: leave as is)
-        self.wide_batch = wide_batch  # turns over at least this many rows use all `threads`
-        self.stream_interval = stream_interval
-        self.max_batch, self.max_queue, self.prefill_chunk = max_batch, max_queue, prefill_chunk
+class Lane:
+    def __init__(self, model: CharRNN, vocab: Vocab, *, name: str = "model", max_batch: int = 64,
+                 prefill_chunk: int = 256, prefix_cache: int = 1024, max_context: int = 0,
+                 stream_interval: float = 0.0, metrics=None):
+        self.name, self.model, self.vocab, self.metrics = name, model, vocab, metrics
+        self.max_batch, self.prefill_chunk = max_batch, prefill_chunk
         self.max_context = max_context  # a context read afresh is read from its last N ids (0: all)
-        self.precisions = precisions or [model.precision]  # several: probed on the engine thread at start
-        self.precision_probe: dict = {}  # precision -> decode-step score (us), when probed
+        self.stream_interval = stream_interval
         self.device = model.head.weight.device
         self.cache = PrefixCache(prefix_cache) if prefix_cache else None
         # One row of the start state, shared by every new sequence (a copy: no State is written into
-        # in place, and if one were, the model's own start state would stay as trained). The engine
+        # in place, and if one were, the model's own start state would stay as trained). The lane
         # serves the weights it was given, as the prefix cache's states assume too.
         self._start = model.init_hidden(1, self.device).map(lambda p: p.detach().clone())
-        self.on_idle = on_idle  # called (engine thread) once the engine has had no work for idle_delay s
-        self.idle_delay = idle_delay
-        self._pending: deque[Sequence] = deque()
-        self._cond = threading.Condition()
+        self.pending: deque[Sequence] = deque()  # appended under the engine's lock
         self._prefilling: list[Sequence] = []
         self._batch: list[Sequence] = []
         self._state = self._logits = None  # the batch's State (B rows) and logits (B, V)
         self._params: StepParams | None = None  # the batch's sampling settings; rebuilt when rows change
-        self._stop = False
+        self.retired = False  # replaced by a reload or unloaded: takes no new sequences, finishes its own
         self.steps = 0
-        self._warm = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="charrnn-engine", daemon=True)
-
-    # --- called from HTTP threads -------------------------------------------------------------
-    def start(self) -> "Engine":
-        """Start the scheduler thread; returns once it has warmed up (see _warm_up)."""
-        self._thread.start()
-        self._warm.wait(60)
-        return self
-
-    def stop(self, timeout: float = 5.0):
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
-        self._thread.join(timeout)
-
-    @property
-    def ready(self) -> bool:
-        return self._thread.is_alive() and not self._stop
-
-    def queue_depth(self) -> int:
-        return len(self._pending)
-
-    def active(self) -> int:
-        return len(self._batch) + len(self._prefilling)
-
-    def submit(self, seqs: list[Sequence]) -> None:
-        """Queue sequences atomically (all or none); QueueFull when they don't fit."""
-        with self._cond:
-            if not self.ready:
-                raise NotRunning
-            if len(self._pending) + len(seqs) > self.max_queue + max(0, self.max_batch - self.active()):
-                raise QueueFull
-            self._pending.extend(seqs)
-            self._cond.notify()
 
     def new_sequence(self, prompt_ids, *, params: SamplingParams, seed: int, max_new: int,
-                     stops: list[str], deadline: float, events: queue.Queue, index: int = 0,
+                     stops: list[str], deadline: float, events, index: int = 0,
                      stream: bool = True, **features) -> Sequence:
         """features: Sequence's logprobs, score_prompt, constraint (all off by default)."""
         return Sequence(ids=context_ids(self.vocab, prompt_ids), params=params, seed=seed, max_new=max_new,
                         stops=list(stops), deadline=deadline, events=events, index=index, stream=stream,
                         interval=self.stream_interval, **features)
 
-    # --- the scheduler thread -----------------------------------------------------------------
-    def _warm_up(self):
-        """Pack the inference weights and set up the recurrent kernels (and this thread's OpenMP team)
-        before the first request instead of in it, where they would add to its latency."""
+    def active(self) -> int:
+        return len(self._batch) + len(self._prefilling)
+
+    def idle(self) -> bool:
+        return not (self.pending or self._prefilling or self._batch)
+
+    def admit(self) -> None:
+        """Waiting sequences into the prefill group, up to max_batch rows (engine thread, under its lock)."""
+        while self.pending and self.active() < self.max_batch:
+            s = self.pending.popleft()
+            if not s.cancelled:  # a client that left while queued takes no slot
+                self._prefilling.append(s)
+
+    def turn(self, use_threads) -> None:
+        """One prefill chunk and one decode step. A failed turn never kills the engine, and fails only
+        the sequences responsible. use_threads(rows) sets the torch threads for a turn of that many rows."""
         try:
-            if len(self.precisions) > 1:  # CHARRNN_PRECISION=auto: the fastest on this machine, measured
-                t0 = time.perf_counter()
-                best, self.precision_probe = probe_precision(self.model, self.precisions)
-                log.info("precision probe (decode step, batch 1 + 16, us): %s -> %s in %.0f ms",
-                         self.precision_probe, best, 1000 * (time.perf_counter() - t0))
-            x = torch.zeros(1, 8, dtype=torch.long, device=self.device)
-            _, state = self.model(x)         # prefill path (whole-sequence LSTM)
-            self.model(x[:, :1], state)      # decode step (builds the FusedStep)
-        except Exception:  # a model that cannot run fails its first request, with the error logged
-            log.exception("warm-up failed")
-        finally:
-            self._warm.set()
+            self._reap()
+            if self._prefilling:
+                use_threads(len(self._prefilling))
+                self._prefill_turn()
+        except Exception:
+            log.exception("prefill turn failed; retrying its sequences one by one")
+            self._isolate_prefill()
+        try:
+            if self._batch:
+                use_threads(len(self._batch))
+                self._decode_step()
+        except Exception:
+            log.exception("decode step failed; looking for the rows responsible")
+            self._isolate_decode()
 
-    def _run(self):
-        torch.set_grad_enabled(False)
-        if self.threads:  # this thread's OpenMP team: the process's only one (see create_app)
-            torch.set_num_threads(self.threads)
-        self._warm_up()
-        while True:
-            if self.on_idle and self._idle():
-                # Only after idle_delay with no work: a client sending one request after another
-                # would otherwise meet the idle work (a heap trim, whose pages the next request
-                # faults back in) before each request.
-                with self._cond:
-                    self._cond.wait_for(lambda: self._stop or not self._idle(), self.idle_delay)
-                if self._idle() and not self._stop:
-                    self.on_idle()  # outside the lock: submitters never wait for it
-            with self._cond:
-                while not self._stop and self._idle():
-                    self._cond.wait()
-                if self._stop:
-                    break
-                while self._pending and len(self._batch) + len(self._prefilling) < self.max_batch:
-                    s = self._pending.popleft()
-                    if not s.cancelled:  # a client that left while queued takes no slot
-                        self._prefilling.append(s)
-            # A failed turn never kills the engine, and fails only the sequences responsible.
-            try:
-                self._reap()
-                if self._prefilling:
-                    self._use_threads(len(self._prefilling))
-                    self._prefill_turn()
-            except Exception:
-                log.exception("prefill turn failed; retrying its sequences one by one")
-                self._isolate_prefill()
-            try:
-                if self._batch:
-                    self._use_threads(len(self._batch))
-                    self._decode_step()
-            except Exception:
-                log.exception("decode step failed; looking for the rows responsible")
-                self._isolate_decode()
-        for s in list(self._pending) + self._prefilling + self._batch:
-            s.emit(Event.SHUTDOWN, "server shutting down")
-
-    def _use_threads(self, rows: int):
-        """All torch threads for a turn over at least wide_batch rows, one below that. On few
-        cores the engine's second OpenMP thread competes with the HTTP threads and spin-waits on
-        a core they need after each parallel region: that costs small turns more than it gains
-        them, and wide batches less (README, Performance: /predict-next's p99 against 64
-        clients' throughput, by thread count)."""
-        if self.threads > 1:
-            torch.set_num_threads(self.threads if rows >= self.wide_batch else 1)
-
-    def _idle(self) -> bool:
-        return not (self._pending or self._prefilling or self._batch)
+    def sequences(self) -> list[Sequence]:
+        return list(self.pending) + self._prefilling + self._batch
 
     def _fail(self, s: Sequence):
         if s.done:  # already answered (or timed out): one ending per sequence
             return
         s.done = True
-        s.emit(Event.ERROR, "internal error")
+        s.emit(failed(s.index))
 
     def _isolate_prefill(self):
         """A batched prefill chunk failed: run each of its sequences alone and fail only those that
@@ -244,7 +154,7 @@ class Engine:
         for s in self._prefilling + self._batch:
             if not s.done and not s.cancelled and now > s.deadline:
                 s.done = True
-                s.emit(Event.TIMEOUT)
+                s.emit(timed_out(s.index))
         self._prefilling = [s for s in self._prefilling if not (s.cancelled or s.done)]
         self._keep([i for i, s in enumerate(self._batch) if not (s.cancelled or s.done)])
 
@@ -295,7 +205,7 @@ class Engine:
                 s.state = state.rows(slice(i, i + 1))
                 s.logits = logits[i:i + 1, -1]
             if self.metrics:  # after the rows took their results: a turn retried row by row counts once per row
-                self.metrics.prefill(len(todo))
+                self.metrics.prefill(self.name, len(todo))
             if self.cache:
                 for s in todo:
                     if not s.ids:  # fully read: remember the state after this context
@@ -306,7 +216,7 @@ class Engine:
                 still.append(s)
             elif s.max_new == 0:  # /predict-next: the distribution is the answer
                 s.done = True
-                s.emit(Event.LOGITS, s.logits[0].tolist())  # floats: the HTTP thread needs no torch op
+                s.emit(Logits(s.index, s.logits[0].tolist()))  # floats: the HTTP thread needs no torch op
             else:
                 self._join(s)
         self._prefilling = still
@@ -376,7 +286,7 @@ class Engine:
                 log.exception("a sequence failed to take its character")
                 self._fail(s)
         if self.metrics:
-            self.metrics.step(len(batch))
+            self.metrics.step(self.name, len(batch))
         self.steps += 1
         rows = [i for i, s in enumerate(batch) if not (s.done or s.cancelled)]
         self._keep(rows)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from model.constraints import RegexConstraint, RegexError
 
-WORKER = Path(__file__).resolve().parents[1] / "model" / "constraints.py"
+WORKER = Path(__file__).resolve().parents[2] / "model" / "constraints.py"
 
 
 class FeatureError(ValueError):
@@ -66,20 +66,22 @@ class RegexCompiler:
     request gets a clear 422). One compile at a time per worker; repeats come from the cache.
     """
 
-    def __init__(self, chars: list[str], timeout_s: float = 3.0, max_states: int = 5000, cache: int = 64):
-        self.chars, self.timeout_s, self.max_states, self.size = list(chars), timeout_s, max_states, cache
+    def __init__(self, timeout_s: float = 3.0, max_states: int = 5000, cache: int = 64):
+        self.timeout_s, self.max_states, self.size = timeout_s, max_states, cache
         self._cache: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
 
-    def compile(self, pattern: str, banned: frozenset[int] = frozenset(), field: str = "regex") -> RegexConstraint:
-        key = (pattern, banned)
+    def compile(self, pattern: str, chars: list[str], banned: frozenset[int] = frozenset(),
+                field: str = "regex") -> RegexConstraint:
+        """Over a model's vocabulary `chars` (one helper serves every model's)."""
+        key = (pattern, "".join(chars), banned)
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
             try:
-                c = RegexConstraint(**self._ask({"pattern": pattern, "chars": self.chars, "banned": sorted(banned),
+                c = RegexConstraint(**self._ask({"pattern": pattern, "chars": list(chars), "banned": sorted(banned),
                                                  "max_states": self.max_states}))
             except RegexError as e:
                 raise FeatureError(field, str(e)) from None
@@ -116,15 +118,3 @@ class RegexCompiler:
             self._proc.kill()
             self._proc.wait()
             self._proc = None
-
-
-_compilers = threading.Lock()
-
-
-def regex_compiler(app) -> RegexCompiler:
-    """The app's compiler (one helper process per gunicorn worker, started at the first regex)."""
-    with _compilers:
-        c = app.extensions.get("charrnn.regex")
-        if c is None:
-            c = app.extensions["charrnn.regex"] = RegexCompiler(app.extensions["charrnn"].vocab.chars)
-        return c

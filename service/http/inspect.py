@@ -20,14 +20,13 @@ import threading
 import time
 
 import torch
-from flask import Blueprint, current_app, jsonify
+from flask import jsonify
 
 from model.inspect import UnsupportedCell, activations, cell_of
-from service.api import _encode, _parse  # the same body checks and vocabulary errors as the other endpoints
-from service.errors import APIError
-from service.inspect_schemas import DEFAULT_TOP_UNITS, InspectRequest, InspectResponse
-
-bp = Blueprint("inspect", __name__)
+from service.core.completion import inspect_ids
+from service.core.errors import APIError, invalid
+from service.core.inspect_schemas import DEFAULT_TOP_UNITS, InspectRequest, InspectResponse
+from service.http.common import ctx, lane_for, parse
 _one_at_a_time = threading.Lock()
 
 
@@ -45,30 +44,24 @@ def _with_one_thread(fn, deadline: float):
         _one_at_a_time.release()
 
 
-def _invalid(field: str, message: str):
-    return APIError(422, "validation_error", f"invalid request field(s): {field}",
-                    [{"field": field, "message": message, "type": "value_error"}])
-
-
-@bp.post("/inspect")
 def inspect():
-    req = _parse(InspectRequest)
-    ctx = current_app.extensions["charrnn"]
-    model = ctx.model
+    req = parse(InspectRequest)
+    c, lane = ctx(), lane_for(req.model)
+    model = lane.model
     if cell_of(model) != "lstm":
         raise APIError(422, "unsupported_cell", f"/inspect shows LSTM gates; this model's cell is "
                        f"{cell_of(model)!r}")
     layers, hidden = model.cfg.layers, model.cfg.hidden
     if req.layer is not None and not -layers <= req.layer < layers:
-        raise _invalid("layer", f"the model has {layers} layers: 0 .. {layers - 1} (or -{layers} .. -1)")
+        raise invalid("layer", f"the model has {layers} layers: 0 .. {layers - 1} (or -{layers} .. -1)")
     layer = range(layers)[-1 if req.layer is None else req.layer]
     if req.units and max(req.units) >= hidden:
-        raise _invalid("units", f"units are 0 .. {hidden - 1}")
-    ids = _encode(req.text, "text", req.unknown_chars).tolist()
+        raise invalid("units", f"units are 0 .. {hidden - 1}")
+    ids = inspect_ids(req, lane)
     if not ids:  # every character skipped: nothing was read
         return jsonify(InspectResponse(text="", start=0, cell=cell_of(model), layer=layer, hidden=hidden,
                                        units=list(req.units or []), top_units=[], chars=[]).model_dump())
-    window = getattr(ctx.engine, "max_context", 0)  # the window /predict-next and /generate read
+    window = lane.max_context  # the window /predict-next and /generate read
     start = len(ids) - window if window and len(ids) > window else 0
     ids = ids[start:]
 
@@ -85,10 +78,10 @@ def inspect():
             return top, std, units, cols, logp.tolist()
 
     try:
-        top, std, units, cols, logp = _with_one_thread(compute, time.monotonic() + ctx.settings.request_timeout_s)
+        top, std, units, cols, logp = _with_one_thread(compute, time.monotonic() + c.settings.request_timeout_s)
     except UnsupportedCell as e:
         raise APIError(422, "unsupported_cell", str(e))
-    vocab = ctx.vocab
+    vocab = lane.vocab
     chars = [{"char": vocab.chars[i], "prob": math.exp(lp), "logprob": lp,
               **{w: [round(v, 6) for v in cols[w][t]] for w in req.what}} for t, (i, lp) in enumerate(zip(ids, logp))]
     body = InspectResponse(text=vocab.decode(ids), start=start, cell=cell_of(model), layer=layer, hidden=hidden,

@@ -7,13 +7,11 @@ also accept null, as its clients may send them.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
-from pydantic.json_schema import models_json_schema
 
-from service.schemas import Strict, _check_len, _limit
+from service.core.schemas import Strict, _check_len, _limit
 
 
 class StreamOptions(Strict):
@@ -21,7 +19,7 @@ class StreamOptions(Strict):
 
 
 class CompletionRequest(Strict):
-    model: str = Field(description="the served model's id (GET /v1/models)")
+    model: str = Field(description="a served model's id (GET /v1/models)")
     prompt: str | list[str] | list[int] | list[list[int]] | None = Field(
         "", description="a string, a list of strings (each its own group of n choices), or vocabulary indices "
         "(a list, or a list of lists); empty = the start of a text")
@@ -151,20 +149,41 @@ class CompletionResponse(BaseModel):
     usage: CompletionUsage | None = Field(None, description="characters read and generated")
 
 
+class Validation(BaseModel):
+    loss: float | None = Field(description="validation loss, nats per character")
+    bpc: float | None = Field(None, description="the same in bits per character")
+    protocol: str = Field(description="how it was measured: stateful (model.evaluate, the whole split read in one "
+                          "pass) or training (the trainer's own periodic evaluation)")
+    split: str | None = Field(None, description="which characters were scored")
+
+
 class ModelCard(BaseModel):
-    id: str = Field(description="the model's name (its weights file)")
+    id: str = Field(description="the model's name (NAME of NAME.safetensors + NAME.json in the models directory)")
     object: Literal["model"] = Field("model", description="always model")
     created: int = Field(description="Unix time the weights were written")
     owned_by: str = Field(description="always charrnn")
+    default: bool = Field(description="the model a request without `model` gets")
     vocab_size: int = Field(description="characters the model knows")
     vocab: list[str] = Field(description="the characters; a character's index is its logit_bias key")
+    cell: str | None = Field(description="lstm, gru or rnn")
+    layers: int | None = Field(description="recurrent layers")
+    hidden: int | None = Field(description="units per layer")
+    embed: int | None = Field(description="embedding width")
+    parameters: int | None = Field(description="trainable parameters")
+    validation: Validation | None = Field(description="the card's validation figure and its protocol")
     max_context: int | None = Field(description="prompts are read from their last N characters (null: all)")
     max_tokens: int = Field(description="the largest max_tokens")
+    sha256: str | None = Field(description="sha256 of the weights file served (or, not loaded, on disk)")
+    loaded: bool = Field(description="in memory now (else it loads on first use)")
+    precision: str | None = Field(description="inference precision, when loaded")
+    reload_pending: bool = Field(description="newer files are on disk; the next request loads them")
+    error: str | None = Field(description="why the last load of these files failed (an older version may still "
+                              "serve); null when it did not")
 
 
 class ModelList(BaseModel):
     object: Literal["list"] = Field("list", description="always list")
-    data: list[ModelCard] = Field(description="the one served model")
+    data: list[ModelCard] = Field(description="every model of the models directory")
 
 
 class OpenAIErrorBody(BaseModel):
@@ -196,54 +215,6 @@ class StreamErrorChunk(BaseModel):
     error: OpenAIErrorBody = Field(description="OpenAI's error shape")
 
 
-def served_id(settings) -> str:
-    """The model's id on /v1: its weights' name (weights/shakespeare -> shakespeare)."""
-    return Path(settings.weights).name
-
-
 def max_prompts(settings) -> int:
     """Prompts per request: prompts x n always fits one batch."""
     return max(1, settings.max_batch // settings.max_n)
-
-
-def _alts(schema: dict) -> dict:
-    return {(a.get("type"), a.get("items", {}).get("type"), a.get("items", {}).get("items", {}).get("type")): a
-            for a in schema.get("anyOf", [schema])}
-
-
-def complete(spec: dict, settings, vocab, model_id: str) -> dict:
-    """What the static document cannot know about /v1: this configuration's limits, the model's
-    id and vocabulary, the stream's events (as service/openapi_limits.py does for /generate)."""
-    schemas = spec["components"]["schemas"]
-    props = schemas["CompletionRequest"]["properties"]
-    props["model"]["enum"] = [model_id]
-    chars = "".join(f"\\u{ord(c):04x}" if ord(c) < 0x10000 else c for c in vocab.chars)
-    text = {"type": "string", "maxLength": settings.max_prompt_chars, "pattern": f"^[{chars}]*$"}
-    ids = {"type": "integer", "minimum": 0, "maximum": len(vocab) - 1}
-    p = _alts(props["prompt"])
-    p[("string", None, None)].update(text)
-    p[("array", "string", None)].update({"items": text, "minItems": 1, "maxItems": max_prompts(settings)})
-    p[("array", "integer", None)].update({"items": ids, "minItems": 1, "maxItems": settings.max_prompt_chars})
-    p[("array", "array", "integer")].update({"minItems": 1, "maxItems": max_prompts(settings), "items": {
-        "type": "array", "items": ids, "maxItems": settings.max_prompt_chars}})
-    _alts(props["max_tokens"])[("integer", None, None)]["maximum"] = settings.max_new_chars
-    _alts(props["n"])[("integer", None, None)]["maximum"] = settings.max_n
-    stop = {"type": "string", "minLength": 1, "maxLength": settings.max_stop_chars}
-    s = _alts(props["stop"])
-    s[("string", None, None)].update(stop)
-    s[("array", "string", None)].update({"items": stop, "maxItems": min(4, settings.max_stop)})
-    bias = _alts(props["logit_bias"])[("object", None, None)]
-    bias["propertyNames"] = {"pattern": "^(" + "|".join(str(i) for i in range(len(vocab))) + ")$"}
-    bias["additionalProperties"] = {"type": "number", "minimum": -100, "maximum": 100}
-    _alts(props["top_k"])[("integer", None, None)]["maximum"] = settings.max_top_k
-
-    refs, defs = models_json_schema([(m, "serialization") for m in (CompletionChunk, StreamErrorChunk)],
-                                    ref_template="#/components/schemas/{model}")
-    schemas.update(defs["$defs"])
-    stream = spec["paths"]["/v1/completions"]["post"]["responses"]["200"]["content"]["text/event-stream"]
-    # One event as parsed (data, event, id, retry): the convention service/openapi_limits.py explains.
-    stream["schema"] = {"type": "object", "required": ["data"], "description": stream["schema"]["description"],
-                        "properties": {"data": {"anyOf": [
-                            {"type": "string", "contentMediaType": "application/json",
-                             "contentSchema": {"oneOf": list(refs.values())}}, {"const": "[DONE]"}]}}}
-    return spec

@@ -1,0 +1,120 @@
+"""The native API: /predict-next, /generate (JSON or server-sent events), and the probes and
+facts (/health, /ready, /info, /metrics). Thin: a request becomes a completion spec
+(service/core/completion.py); these views only format its results."""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from flask import Response, jsonify
+
+from model.sampling import top_logprobs
+from service.core.completion import Run, failure, spec_from
+from service.core.errors import APIError
+from service.core.features import char_logprobs
+from service.core.schemas import (Completion, GenerateRequest, GenerateResponse, PredictRequest, PredictResponse,
+                                  StreamError, StreamFinal, StreamText, Usage)
+from service.engine import Failed, Finished, Text
+from service.http.common import ctx, lane_for, parse, sse, sse_response
+
+
+def predict_next():
+    req = parse(PredictRequest)
+    c, lane = ctx(), lane_for(req.model)
+    spec = spec_from(req, lane, settings=c.settings, compiler=c.compiler)
+    logits = Run(c.engine, spec).collect()[0].logits
+    vocab = lane.vocab
+    preds = [{"char": vocab.chars[i], "prob": math.exp(lp), "logprob": lp}
+             for i, lp in top_logprobs(logits, req.temperature, req.top_k) if lp > -math.inf]
+    c.metrics.prompt_chars.labels(lane.name).inc(len(spec.prompts[0].ids))
+    return jsonify(PredictResponse(model=lane.name, text=vocab.decode(spec.prompts[0].ids),
+                                   predictions=preds).model_dump())
+
+
+def generate():
+    req = parse(GenerateRequest)
+    c, lane = ctx(), lane_for(req.model)
+    spec = spec_from(req, lane, settings=c.settings, compiler=c.compiler)
+    run = Run(c.engine, spec)
+    c.metrics.prompt_chars.labels(lane.name).inc(len(spec.prompts[0].ids))
+    if spec.stream:
+        return sse_response(_stream(run, time.monotonic()), spec.seed)
+    choices = run.collect()  # a plain answer gets its text in one piece: no time-to-first-char here
+    comps = [Completion(text=ch.text, finish_reason=ch.reason, generated_chars=len(ch.text),
+                        logprobs=None if spec.logprobs is None else char_logprobs(lane.vocab, ch.text, ch.lps))
+             for ch in choices]
+    usage = Usage(prompt_chars=len(req.prompt), generated_chars=sum(len(ch.text) for ch in choices))
+    return jsonify(GenerateResponse(model=lane.name, completions=comps, seed=spec.seed, usage=usage)
+                   .model_dump(exclude_none=True))
+
+
+def _stream(run: Run, t0: float):
+    c, lane = ctx(), run.spec.lane
+    open_, first = set(range(len(run.seqs))), True
+    try:
+        for events in run:
+            out = []
+            for ev in events:
+                if isinstance(ev, Text):
+                    if first:
+                        c.metrics.ttfc.labels(lane.name).observe(time.monotonic() - t0)
+                        first = False
+                    lps = None if ev.logprobs is None else char_logprobs(lane.vocab, ev.text, ev.logprobs)
+                    run.apply(ev)
+                    out.append(sse(StreamText(index=ev.index, text=ev.text, logprobs=lps).model_dump(exclude_none=True)))
+                elif isinstance(ev, Finished):
+                    out.append(sse(StreamFinal(index=ev.index, finish_reason=ev.reason,
+                                               generated_chars=len(run.seqs[ev.index].text)).model_dump()))
+                    open_.discard(ev.index)
+                elif isinstance(ev, Failed):  # the status line is gone; the error travels as an event
+                    e = failure(ev)
+                    for j in [ev.index] if ev.index is not None else sorted(open_):
+                        out.append(sse(StreamError(index=j, error={"type": e.type, "message": e.message})
+                                       .model_dump()))
+                        open_.discard(j)
+            if not open_:
+                yield "".join(out + [sse("[DONE]")])
+                break
+            yield "".join(out)
+    finally:  # also runs when the client disconnects: free the engine slots
+        run.cancel()
+        c.metrics.latency.labels("/generate", lane.name).observe(time.monotonic() - t0)
+
+
+def health():
+    return jsonify({"status": "ok"})
+
+
+def ready():
+    c = ctx()
+    if not c.engine.ready or c.registry.default not in c.registry.loaded():
+        raise APIError(503, "not_ready", "the model is not loaded or the engine is not running")
+    return jsonify({"status": "ready"})
+
+
+def info():
+    c = ctx()
+    reg = c.registry
+    lane = lane_for(None)
+    card, m = reg.describe(reg.default)["entry"].card or {}, lane.model
+    training = card.get("training", {})
+    return jsonify({
+        "model": {"id": lane.name, "weights": c.settings.weights, "format": card.get("format"),
+                  "vocab_size": len(lane.vocab), "vocab": "".join(lane.vocab.chars), "parameters": m.num_params(),
+                  **m.cfg.to_dict(), "dtype": card.get("dtype"), "val_loss": training.get("best_val_loss"),
+                  "val_bpc": training.get("best_val_bpc"), "trained_on": training.get("data"),
+                  "chars_seen": training.get("chars_seen_total", training.get("chars_seen")),
+                  "max_context": lane.max_context},
+        "models": {"default": reg.default, "dir": str(reg.dir), "available": reg.names(), "loaded": reg.loaded(),
+                   "max_loaded": c.settings.max_loaded},
+        "device": str(c.device), "precision": m.precision,
+        "precision_probe": reg.describe(reg.default)["entry"].precision_probe or None,  # us per step, when measured
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "limits": {**c.settings.limits(), "max_context": lane.max_context}})
+
+
+def metrics():
+    c = ctx()
+    return Response(c.metrics.render(c.engine, c.registry), mimetype="text/plain; version=0.0.4")
