@@ -45,7 +45,7 @@ class Metrics:
         """Called by the engine after each prefill turn that read characters."""
         self.prefill_batch.labels(model).observe(rows)
 
-    def render(self, engine=None, registry=None) -> bytes:
+    def render(self, engine=None) -> bytes:
         if engine is not None:
             self.queue_depth.set(engine.queue_depth())
             self.active.set(engine.active())
@@ -55,12 +55,10 @@ class Metrics:
                     self.cache_hits.labels(name).set(lane.cache.hits)
                     self.cache_lookups.labels(name).set(lane.cache.lookups)
                     self.cache_bytes.labels(name).set(lane.cache.nbytes)
-        if registry is not None:
-            loaded = set(registry.loaded())
-            for name in loaded | {s[0] for s in _label_sets(self.loaded)}:
-                self.loaded.labels(name).set(1 if name in loaded else 0)
         return generate_latest(self.registry)
 
-
-def _label_sets(metric) -> list[tuple]:
-    return list(metric._metrics.keys())  # the label values seen so far (prometheus_client keeps them here)
+    def model_event(self, model: str, result: str):
+        """Called by the registry: a model loaded, reloaded, unloaded, or failed to load."""
+        self.model_loads.labels(model, result).inc()
+        if result != "error":
+            self.loaded.labels(model).set(0 if result == "unloaded" else 1)

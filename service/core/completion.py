@@ -20,7 +20,7 @@ from service.core.features import FeatureError, banned, bias_ids, check_bans
 from service.core.inspect_schemas import InspectRequest
 from service.core.openai_schemas import CompletionRequest
 from service.core.schemas import GenerateRequest, PredictRequest
-from service.engine import Failed, Finished, Lane, Logits, NotRunning, PromptScores, QueueFull, Text
+from service.engine import Failed, Finished, Lane, LaneRetired, Logits, NotRunning, PromptScores, QueueFull, Text
 
 GRACE_S = 1.0  # past a request's deadline, the engine gets this long to say so itself
 
@@ -170,6 +170,8 @@ class Run:
                      for i, p in enumerate(spec.prompts) for j in range(spec.n)]
         try:
             engine.submit(lane, self.seqs)
+        except LaneRetired:
+            raise  # the caller looks the model up again (service/http/common.py start)
         except QueueFull:
             raise APIError(429, "queue_full", "the server is at capacity; retry shortly",
                            headers={"Retry-After": "1"}) from None

@@ -137,6 +137,13 @@ class Registry:
     def _entry(self, name: str) -> Entry:
         prefix = self._prefix(name)
         if prefix is None:
+            with self._lock:
+                gone = self._entries.pop(name, None) if NAME_RE.fullmatch(name) else None
+            if gone is not None and gone.lane is not None:  # its files were deleted: unload it
+                self.engine.retire(gone.lane)
+                log.info("model %s: files gone, unloaded", name)
+                if self.metrics:
+                    self.metrics.model_event(name, "unloaded")
             raise self.not_found(name)
         with self._lock:
             e = self._entries.get(name)
@@ -154,7 +161,7 @@ class Registry:
         """The lane serving `name` (None: the default), loading or reloading it first when its files
         are new: the request that finds them waits for the load (a failure answers 503 unless an
         older version can serve)."""
-        e = self._entry(name or self.default)
+        e = self._entry(self.default if name is None else name)
         e.last_used = time.monotonic()
         try:
             ident, _ = self._ident(e.prefix)
@@ -188,7 +195,7 @@ class Registry:
                 e.failed_ident = None
             log.error("loading model %s failed: %s", e.name, e.error)
             if self.metrics:
-                self.metrics.model_loads.labels(e.name, "error").inc()
+                self.metrics.model_event(e.name, "error")
             return
         self.engine.add(lane)
         old, e.lane = e.lane, lane
@@ -199,7 +206,7 @@ class Registry:
         log.info("%s model %s (sha256 %s, %s) in %.2f s", "reloaded" if old else "loaded", e.name,
                  files.sha256[:12], lane.model.precision, time.perf_counter() - t0)
         if self.metrics:
-            self.metrics.model_loads.labels(e.name, "reloaded" if old else "loaded").inc()
+            self.metrics.model_event(e.name, "reloaded" if old else "loaded")
 
     def _build(self, name: str, files: Files):
         """On the engine thread: the model from the bytes read, warmed up in its precision."""
@@ -218,7 +225,7 @@ class Registry:
             tensors = load_safetensors(files.weights)
             model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
         except Exception as exc:
-            raise LoadError(f"the weights do not match the card: {str(exc)[:300]}") from None
+            raise LoadError(f"cannot load the weights with their card: {str(exc)[:300]}") from None
         model = model.to(self.device).eval()
         s = self.settings
         precisions = (candidate_precisions(self.device, card) if s.precision == "auto"
@@ -244,7 +251,7 @@ class Registry:
             excess -= 1
             log.info("unloaded model %s (least recently used; max_loaded %d)", x.name, self.settings.max_loaded)
             if self.metrics:
-                self.metrics.model_loads.labels(x.name, "unloaded").inc()
+                self.metrics.model_event(x.name, "unloaded")
         if excess > 0:
             log.warning("%d model(s) over max_loaded: the others have work in flight", excess)
 

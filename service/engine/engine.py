@@ -34,6 +34,10 @@ class NotRunning(Exception):
     pass
 
 
+class LaneRetired(NotRunning):
+    """The lane was replaced (a reload) or unloaded after the caller looked it up: look it up again."""
+
+
 class Engine:
     def __init__(self, *, max_queue: int = 256, threads: int = 0, on_idle=None, idle_delay: float = 1.0,
                  wide_batch: int = 16, metrics=None):
@@ -105,7 +109,7 @@ class Engine:
             if not self.ready:
                 raise NotRunning
             if lane.retired or lane not in self.lanes:
-                raise NotRunning  # the caller looked the lane up before a reload replaced it: retry
+                raise LaneRetired
             if len(lane.pending) + len(seqs) > self.max_queue + max(0, lane.max_batch - lane.active()):
                 raise QueueFull
             lane.pending.extend(seqs)

@@ -50,6 +50,23 @@ def lane_for(name: str | None):
     return lane
 
 
+def start(req, name: str | None):
+    """Look the model up, build the request's spec and submit it -> (lane, spec, Run). A reload that
+    retires the lane between the lookup and the submit is met by looking it up again."""
+    from service.core.completion import Run, spec_from
+    from service.engine import LaneRetired
+
+    c = ctx()
+    for attempt in range(3):
+        lane = lane_for(name)
+        spec = spec_from(req, lane, settings=c.settings, compiler=c.compiler)
+        try:
+            return lane, spec, Run(c.engine, spec)
+        except LaneRetired:
+            continue
+    raise APIError(503, "not_ready", "the model was reloaded repeatedly; retry", headers={"Retry-After": "1"})
+
+
 def sse(obj) -> str:
     """One server-sent event: a JSON object, or a bare string such as [DONE]."""
     return f"data: {obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)}\n\n"

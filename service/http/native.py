@@ -10,20 +10,20 @@ import torch
 from flask import Response, jsonify
 
 from model.sampling import top_logprobs
-from service.core.completion import Run, failure, spec_from
+from service.core.completion import Run, failure
 from service.core.errors import APIError
 from service.core.features import char_logprobs
 from service.core.schemas import (Completion, GenerateRequest, GenerateResponse, PredictRequest, PredictResponse,
                                   StreamError, StreamFinal, StreamText, Usage)
 from service.engine import Failed, Finished, Text
-from service.http.common import ctx, lane_for, parse, sse, sse_response
+from service.http.common import ctx, lane_for, parse, sse, sse_response, start
 
 
 def predict_next():
     req = parse(PredictRequest)
-    c, lane = ctx(), lane_for(req.model)
-    spec = spec_from(req, lane, settings=c.settings, compiler=c.compiler)
-    logits = Run(c.engine, spec).collect()[0].logits
+    c = ctx()
+    lane, spec, run = start(req, req.model)
+    logits = run.collect()[0].logits
     vocab = lane.vocab
     preds = [{"char": vocab.chars[i], "prob": math.exp(lp), "logprob": lp}
              for i, lp in top_logprobs(logits, req.temperature, req.top_k) if lp > -math.inf]
@@ -34,9 +34,8 @@ def predict_next():
 
 def generate():
     req = parse(GenerateRequest)
-    c, lane = ctx(), lane_for(req.model)
-    spec = spec_from(req, lane, settings=c.settings, compiler=c.compiler)
-    run = Run(c.engine, spec)
+    c = ctx()
+    lane, spec, run = start(req, req.model)
     c.metrics.prompt_chars.labels(lane.name).inc(len(spec.prompts[0].ids))
     if spec.stream:
         return sse_response(_stream(run, time.monotonic()), spec.seed)
@@ -117,4 +116,4 @@ def info():
 
 def metrics():
     c = ctx()
-    return Response(c.metrics.render(c.engine, c.registry), mimetype="text/plain; version=0.0.4")
+    return Response(c.metrics.render(c.engine), mimetype="text/plain; version=0.0.4")

@@ -9,14 +9,14 @@ import uuid
 
 from flask import jsonify
 
-from service.core.completion import Run, failure, spec_from
+from service.core.completion import Run, failure
 from service.core.errors import invalid
 from service.core.features import floor
 from service.core.openai_schemas import (CompletionChoice, CompletionChunk, CompletionRequest, CompletionResponse,
                                          CompletionUsage, LegacyLogprobs, ModelCard, ModelList, OpenAIErrorBody,
                                          StreamErrorChunk, max_prompts)
 from service.engine import Failed, Finished, Logits, PromptScores, Text
-from service.http.common import ctx, lane_for, parse, sse, sse_response
+from service.http.common import ctx, parse, sse, sse_response, start
 
 
 def model_card(name: str) -> ModelCard:
@@ -76,11 +76,10 @@ def _prompt_entries(prompt: str, scored: list) -> list:
 def completions():
     req = parse(CompletionRequest)
     c = ctx()
-    lane = lane_for(req.model)
-    spec = spec_from(req, lane, settings=c.settings, compiler=c.compiler)
-    if len(spec.prompts) > max_prompts(c.settings):  # so that prompts x n always fits one batch
+    if isinstance(req.prompt, list) and req.prompt and not isinstance(req.prompt[0], int) \
+            and len(req.prompt) > max_prompts(c.settings):  # so that prompts x n always fits one batch
         raise invalid("prompt", f"at most {max_prompts(c.settings)} prompts per request (max_batch / max_n)", 400)
-    run = Run(c.engine, spec)
+    lane, spec, run = start(req, req.model)
     c.metrics.prompt_chars.labels(lane.name).inc(sum(len(p.ids) for p in spec.prompts))
     head = {"id": f"cmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": lane.name}
     echo, want = bool(req.echo), req.logprobs is not None

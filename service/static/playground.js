@@ -1,8 +1,11 @@
-// The playground: talks to the same public API as any client (/info, /predict-next, /generate).
+// The playground: talks to the same public API as any client (/v1/models, /info, /predict-next,
+// /generate, /inspect).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { info: null, predict: null, predictTimer: 0, gen: null };
+// model: the chosen model's id, sent with every request (null until known: the server's default);
+// models: GET /v1/models's cards.
+const state = { info: null, models: [], model: null, predict: null, predictTimer: 0, gen: null };
 
 // Characters that would be invisible in a bar label or a list.
 function visible(ch) {
@@ -23,6 +26,11 @@ function call(path, body, signal) {
   return fetch(path, { method: "POST", headers, signal, body: JSON.stringify(body) });
 }
 
+// A request body for the chosen model.
+function forModel(body) {
+  return state.model ? { model: state.model, ...body } : body;
+}
+
 function askForKey() {
   $("key-box").open = true;
   $("api-key").focus();
@@ -38,6 +46,7 @@ async function apiError(resp) {
     return "This server needs an API key: enter it under “API key” above. " + (e ? `(${e.message})` : "");
   }
   if (!e) return `HTTP ${resp.status}`;
+  if (e.type === "model_not_found") loadModels();  // the chosen model is gone: the picker shows it
   return describe(e, resp.status);
 }
 function describe(e, status) {
@@ -45,7 +54,8 @@ function describe(e, status) {
   const details = e.details || [];
   if (e.type === "unknown_characters") {
     const chars = details.flatMap((d) => d.chars || []);
-    text += `. Not in the model's vocabulary: ${chars.map((c) => `“${visible(c)}”`).join(" ")}`;
+    const whose = state.model ? `${state.model}'s` : "the model's";
+    text += `. Not in ${whose} vocabulary: ${chars.map((c) => `“${visible(c)}”`).join(" ")}`;
   } else if (e.type === "validation_error") {
     text = "Invalid settings: " + details.map((d) => `${d.field}: ${d.message}`).join("; ");
   }
@@ -56,27 +66,124 @@ function showError(msg) {
   $("error").hidden = !msg;
 }
 
-// ---- model card -----------------------------------------------------------------------------
+// ---- the models: GET /v1/models, the picker, and the chosen model's card ---------------------
+// /info says what is server-wide (device, limits); each model's facts come from its /v1/models card.
 async function loadInfo() {
   try {
     const resp = await call("/info");
+    if (!resp.ok) return;  // the model list says why (a missing key, ...)
+    state.info = await resp.json();
+    if (state.models.length) showModel();
+  } catch (_) { /* the model list reports an unreachable server */ }
+}
+
+let modelsAsked = 0;  // a refresh answered after a newer one is dropped
+async function loadModels() {
+  const asked = ++modelsAsked;
+  try {
+    const resp = await call("/v1/models");
     if (!resp.ok) throw new Error(await apiError(resp));
-    const info = await resp.json();
-    state.info = info;
-    const m = info.model;
-    const loss = m.val_loss == null ? "n/a" : `${m.val_loss.toFixed(4)} nats/char`;
-    $("card").textContent = `${m.weights} · ${m.layers}×${m.hidden} LSTM, ${m.parameters.toLocaleString("en")} ` +
-      `parameters, ${m.vocab_size} characters · validation loss ${loss} · ${info.device}, ${info.precision}`;
-    $("max_new_chars").max = info.limits.max_new_chars;
-    $("in-unit").max = m.hidden - 1;
-    $("in-layer").replaceChildren(...Array.from({ length: m.layers }, (_, k) => {
-      const opt = new Option(`${k}${k === m.layers - 1 ? " (last)" : ""}`, k);
-      opt.selected = k === m.layers - 1;
+    const list = (await resp.json()).data;
+    if (asked !== modelsAsked) return;
+    state.models = list;
+    if (!state.model) state.model = (list.find((m) => m.default) || list[0] || {}).id ?? null;
+    fillPicker();
+    showModel();
+  } catch (err) {
+    if (asked === modelsAsked) $("card").textContent = `Model list unavailable: ${err.message}`;
+  }
+}
+
+function chosenCard() {
+  return state.models.find((m) => m.id === state.model) || null;
+}
+
+// "lstm 2×512, validation loss 1.400 (stateful)": what tells models apart in the picker.
+function summary(m) {
+  const parts = [`${(m.cell || "?").toUpperCase()} ${m.layers}×${m.hidden}`];
+  const v = m.validation;
+  if (v && v.loss != null) parts.push(`validation loss ${v.loss.toFixed(3)} (${v.protocol})`);
+  if (!m.loaded) parts.push("not loaded");
+  if (m.error) parts.push("last load failed");
+  return parts.join(", ");
+}
+
+function fillPicker() {
+  const sel = $("model");
+  const opts = state.models.map((m) => new Option(`${m.id}${m.default ? " (default)" : ""} — ${summary(m)}`, m.id));
+  if (state.model && !chosenCard()) {  // removed from the server, or a stale ?model= link
+    opts.push(new Option(`${state.model} — not on this server`, state.model));
+  }
+  const key = opts.map((o) => `${o.value}\t${o.text}`).join("\n");
+  if (key !== sel.dataset.shown) {  // rebuilt only when something changed: an open list stays as it is
+    sel.replaceChildren(...opts);
+    sel.dataset.shown = key;
+  }
+  sel.value = state.model;
+}
+
+function showModel() {
+  const m = chosenCard();
+  if (!m) {
+    $("card").textContent = `${state.model}: not on this server; choose another model`;
+    $("vocab").textContent = "";
+    return;
+  }
+  const v = m.validation;
+  const loss = v && v.loss != null
+    ? `${v.loss.toFixed(4)} nats/char (${[v.protocol, v.split].filter(Boolean).join(", ")})` : "n/a";
+  const params = m.parameters == null ? "?" : m.parameters.toLocaleString("en");
+  const device = state.info ? `${state.info.device}, ` : "";
+  $("card").textContent = `${m.id} · ${m.layers}×${m.hidden} ${(m.cell || "?").toUpperCase()}, ${params} ` +
+    `parameters, ${m.vocab_size} characters · validation loss ${loss} · ` +
+    (m.loaded ? `${device}${m.precision}` : "not loaded yet (loads on first use)") + (m.error ? ` · ${m.error}` : "");
+  $("vocab").textContent = m.vocab.map(visible).join(" ");
+  $("max_new_chars").max = m.max_tokens;
+  shapeInside(m);
+}
+
+// The Inside view's layer list and unit range follow the model's shape; only an LSTM has gates to show.
+function shapeInside(m) {
+  const layers = m.layers || 1, lstm = m.cell === "lstm";
+  $("in-unit").max = Math.max(0, (m.hidden || 1) - 1);
+  if (Number($("in-unit").value) > Number($("in-unit").max)) $("in-unit").value = 0;
+  if ($("in-layer").options.length !== layers) {  // kept as it is when the count is the same
+    $("in-layer").replaceChildren(...Array.from({ length: layers }, (_, k) => {
+      const opt = new Option(`${k}${k === layers - 1 ? " (last)" : ""}`, k);
+      opt.selected = k === layers - 1;
       return opt;
     }));
-  } catch (err) {
-    $("card").textContent = `Model card unavailable: ${err.message}`;
   }
+  $("in-run").disabled = !lstm;
+  if (!lstm) $("in-status").textContent = `${m.id} is a ${(m.cell || "?").toUpperCase()}: this view shows LSTM gates`;
+}
+
+function clearInside() {
+  if (inside.ctrl) inside.ctrl.abort();
+  inside.body = null;
+  $("in-top").replaceChildren();
+  $("heat").replaceChildren();
+  $("in-status").textContent = "";
+}
+
+// Another model: what the old one wrote, predicted or showed inside is not this one's.
+function chooseModel(id) {
+  if (id === state.model) return;
+  stop();
+  state.model = id;
+  const url = new URL(location.href);
+  url.searchParams.set("model", id);
+  history.replaceState(null, "", url);  // a reload (or the link) keeps the choice
+  $("out-prompt").textContent = "";
+  $("out-text").replaceChildren();
+  $("status").textContent = "";
+  $("bars").replaceChildren();
+  $("next-status").textContent = "";
+  showError("");
+  clearInside();
+  fillPicker();
+  showModel();
+  predict();
 }
 
 // ---- next-character distribution, as you type ------------------------------------------------
@@ -92,7 +199,7 @@ async function predict() {
   const ctrl = (state.predict = new AbortController());
   const text = $("prompt").value;
   try {
-    const resp = await call("/predict-next", { text, top_k: 10 }, ctrl.signal);
+    const resp = await call("/predict-next", forModel({ text, top_k: 10 }), ctrl.signal);
     if (!resp.ok) {
       const msg = await apiError(resp);
       $("bars").replaceChildren();
@@ -104,6 +211,8 @@ async function predict() {
     showError("");
     drawBars(body.predictions);
     $("next-status").textContent = `after ${text.length} character(s)`;
+    const card = chosenCard();
+    if (card && !card.loaded) loadModels();  // it is now: its card says so, with its precision
   } catch (err) {
     if (err.name !== "AbortError") $("next-status").textContent = `request failed: ${err.message}`;
   }
@@ -147,13 +256,13 @@ function number(id) {
 }
 
 function request() {
-  const body = {
+  const body = forModel({
     prompt: $("prompt").value,
     temperature: number("temperature") ?? 0.8,
     repetition_penalty: number("repetition_penalty") ?? 1,
     max_new_chars: number("max_new_chars") ?? 200,
     stream: true,
-  };
+  });
   for (const k of ["top_k", "top_p", "seed"]) {
     if (number(k) !== null) body[k] = number(k);
   }
@@ -272,8 +381,8 @@ async function inspect() {
   }
   if (inside.ctrl) inside.ctrl.abort();
   const ctrl = (inside.ctrl = new AbortController());
-  const body = { text, layer: Number($("in-layer").value || -1), units: [Number($("in-unit").value) || 0],
-                 top_units: 10, unknown_chars: "skip" };
+  const body = forModel({ text, layer: Number($("in-layer").value || -1), units: [Number($("in-unit").value) || 0],
+                           top_units: 10, unknown_chars: "skip" });
   $("in-status").textContent = "reading…";
   try {
     const resp = await call("/inspect", body, ctrl.signal);
@@ -336,7 +445,10 @@ function drawHeat() {
 
 // ---- wiring ---------------------------------------------------------------------------------
 document.addEventListener("DOMContentLoaded", () => {
+  state.model = new URLSearchParams(location.search).get("model") || null;  // ?model=NAME: chosen before
   if (!$("prompt").value) $("prompt").value = "ROMEO:\n";
+  $("model").addEventListener("change", () => chooseModel($("model").value));
+  $("model").addEventListener("focus", loadModels);  // a model added since shows up without a reload
   $("prompt").addEventListener("input", schedulePredict);
   $("generate").addEventListener("click", generate);
   $("stop-btn").addEventListener("click", stop);
@@ -353,11 +465,13 @@ document.addEventListener("DOMContentLoaded", () => {
   $("api-key").addEventListener("change", () => {
     sessionStorage.setItem("charrnn-key", $("api-key").value.trim());
     loadInfo();
+    loadModels();
     predict();
   });
   $("in-what").addEventListener("change", drawHeat);
   $("in-layer").addEventListener("change", inspect);
   $("in-unit").addEventListener("change", inspect);
   loadInfo();
+  loadModels();
   predict();
 });
