@@ -203,3 +203,35 @@ def test_a_full_queue_is_a_rate_limit_error_with_retry_after(weights):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_the_client_chooses_models_by_name_and_sees_a_new_one_without_a_restart(client, server, weights):
+    """Several models behind one base_url, as the official client addresses them; a pair written
+    into the models directory while the server runs is listed and answers at once."""
+    from model import CharRNN, ModelConfig, Vocab
+    from model.checkpoint import save_weights
+
+    torch.manual_seed(1)
+    greek = Vocab(sorted(set("αβγδεζηθικλμνξοπρστυφχψω \n")))
+    save_weights(CharRNN(ModelConfig(len(greek), embed=8, hidden=16, layers=1, dropout=0.0)).eval(), greek,
+                 weights.parent / "greek", {})
+    try:
+        assert {m.id for m in client.models.list().data} == {"tiny", "greek"}
+        card = client.models.retrieve("greek")
+        assert card.id == "greek" and card.vocab == greek.chars  # the card's extra fields reach the client
+        r = client.completions.create(model="greek", prompt="αβ", max_tokens=20, seed=2)
+        assert r.model == "greek" and set(r.choices[0].text) <= set(greek.chars)
+        # streamed: every chunk names the model, and no character is cut (each text is whole characters)
+        chunks = list(client.completions.create(model="greek", prompt="αβ", max_tokens=20, seed=2, stream=True))
+        assert {c.model for c in chunks} == {"greek"}
+        assert "".join(c.choices[0].text for c in chunks if c.choices) == r.choices[0].text
+        r = client.completions.create(model="tiny", prompt="ab", max_tokens=5, seed=2)
+        assert r.model == "tiny" and set(r.choices[0].text) <= set("abcdefghijklmnopqrstuvwxyz .,\n")
+        with pytest.raises(openai.NotFoundError) as e:
+            client.completions.create(model="gpt-4", prompt="ab", max_tokens=5)
+        assert e.value.code == "model_not_found" and "greek, tiny" in e.value.message
+        with pytest.raises(openai.NotFoundError):
+            client.models.retrieve("../tiny")
+    finally:
+        for suffix in (".safetensors", ".json"):
+            (weights.parent / f"greek{suffix}").unlink()
