@@ -81,7 +81,7 @@ def cpu_per_call(fn, calls: int = 200) -> float:
 
 
 def feature_costs(model, vocab, batches: list[int], rounds: int) -> list[dict]:
-    """Host-side sampling time per decode step (the engine's own Engine._sample, plus the regex
+    """Host-side sampling time per decode step (the engine's own Lane._sample, plus the regex
     state advance its push does) with one row, or every row, using a per-row feature, against
     the same batch with none: what a constrained (or scored, or biased) row costs the others.
     Each figure is the best of `rounds` interleaved rounds of this thread's CPU time per call."""
@@ -90,9 +90,9 @@ def feature_costs(model, vocab, batches: list[int], rounds: int) -> list[dict]:
 
     from model.constraints import RegexConstraint
     from model.sampling import SamplingParams
-    from service.engine import Engine
+    from service.engine import Lane
 
-    engine = Engine(model, vocab)  # not started: only its sampling is timed
+    lane = Lane(model, vocab, prefix_cache=0)  # served by no engine: only its sampling is timed
     regex = RegexConstraint.compile(r"[A-Z][a-z]+ (of|the) [A-Z][a-z]+\.", vocab.chars)
     e = vocab.chars.index("e") if "e" in vocab.chars else 0
     variants = {  # name -> (rows using it: "one" | "all", Sequence features, extra SamplingParams)
@@ -109,13 +109,13 @@ def feature_costs(model, vocab, batches: list[int], rounds: int) -> list[dict]:
         fns = {}
         for name, (rows, feats, extra) in variants.items():
             mine = rows == "all"
-            batch = [engine.new_sequence([1, 2, 3], params=SamplingParams(temperature=0.8, **(extra if mine or i == 0 else {})),
+            batch = [lane.new_sequence([1, 2, 3], params=SamplingParams(temperature=0.8, **(extra if mine or i == 0 else {})),
                                          seed=i, max_new=10**9, stops=[], deadline=math.inf, events=queue.Queue(),
                                          index=i, stream=False, **(feats if mine or i == 0 else {})) for i in range(B)]
-            t = engine._batch_params(batch)
+            t = lane._batch_params(batch)
 
             def step(batch=batch, t=t):
-                nxt, _ = engine._sample(batch, t, raw)
+                nxt, _ = lane._sample(batch, t, raw)
                 for s, i in zip(batch, nxt.tolist()):
                     if s.constraint is not None:  # what push does; back to the start after a match
                         s.fsm = s.constraint.next[s.fsm][i]
@@ -160,7 +160,7 @@ def main():
     model = models[0]
     batches = [int(b) for b in args.batches.split(",")]
     features = feature_costs(model, vocab, batches, args.rounds)
-    print("sampling per decode step (host side, Engine._sample), CPU µs; + = over the same batch without features:")
+    print("sampling per decode step (host side, Lane._sample), CPU µs; + = over the same batch without features:")
     names = [k[:-3] for k in features[0] if k.endswith("_us")]
     print(f"{'batch':>5} " + " ".join(f"{n:>22}" for n in names))
     for r in features:

@@ -79,3 +79,30 @@ def make_app(tiny_weights):
 @pytest.fixture
 def client(make_app):
     return make_app().test_client()
+
+
+def serve(model, vocab, engine=None, *, max_queue: int = 256, threads: int = 0, on_idle=None,
+          idle_delay: float = 1.0, wide_batch: int = 16, **lane_kw):
+    """An engine (started here unless one is given) serving `model` as one more lane; -> (engine, lane).
+    lane_kw: Lane's (name, max_batch, prefill_chunk, prefix_cache, ...); the caller stops the engine."""
+    from service.engine import Engine, Lane
+
+    if engine is None:
+        engine = Engine(max_queue=max_queue, threads=threads, on_idle=on_idle, idle_delay=idle_delay,
+                        wide_batch=wide_batch).start()
+    lane = Lane(model, vocab, **lane_kw)
+    engine.add(lane)
+    return engine, lane
+
+
+def drain(events, timeout: float = 30.0) -> tuple[str, object]:
+    """Read a one-sequence queue to its end: -> (all its text, its last event: Finished or Failed)."""
+    from service.engine import Failed, Finished, Text
+
+    text = ""
+    while True:
+        ev = events.get(timeout=timeout)
+        if isinstance(ev, Text):
+            text += ev.text
+        elif isinstance(ev, (Finished, Failed)):
+            return text, ev

@@ -5,17 +5,24 @@ import threading
 import time
 
 import pytest
+from conftest import serve
 
 from model.sampling import SamplingParams
+from service.engine import Finished, Text
 
 
 def ctx(app):
     return app.extensions["charrnn"]
 
 
+def lane(app):
+    """The default model's lane."""
+    return ctx(app).registry.lane(None)
+
+
 def slow_model(app, delay=0.005):
     """Fault injection: every model call takes `delay` longer, so timing-dependent states last."""
-    model = ctx(app).model
+    model = lane(app).model
     forward = model.forward
 
     def slow(*a, **k):
@@ -41,8 +48,8 @@ def parallel(client, bodies):
 
 def batch_histogram(client) -> tuple[float, float]:
     text = client.get("/metrics").data.decode()
-    ones = float(re.search(r'charrnn_batch_size_bucket\{le="1.0"\} (\S+)', text).group(1))
-    total = float(re.search(r"charrnn_batch_size_count (\S+)", text).group(1))
+    ones = float(re.search(r'charrnn_batch_size_bucket\{le="1.0",model="tiny"\} (\S+)', text).group(1))
+    total = float(re.search(r'charrnn_batch_size_count\{model="tiny"\} (\S+)', text).group(1))
     return ones, total
 
 
@@ -73,7 +80,8 @@ def test_prefill_turns_are_counted_by_their_rows(make_app):
 
     def histogram():
         text = client.get("/metrics").data.decode()
-        return [float(re.search(rf"charrnn_prefill_batch_size_{k} (\S+)", text).group(1)) for k in ("count", "sum")]
+        return [float(re.search(rf'charrnn_prefill_batch_size_{k}\{{model="tiny"\}} (\S+)', text).group(1))
+                for k in ("count", "sum")]
     texts = ["x" * i + "t" + "x" * (5 - i) for i in range(6)]  # new (no prefix-cache hit), one length
     rs = [None] * len(texts)
     start = threading.Barrier(len(texts))
@@ -100,12 +108,12 @@ def test_traffic_leaves_the_shared_start_state_as_trained(make_app):
     it to the prompt path as it is)."""
     import torch
     app = make_app()
-    client, engine = app.test_client(), ctx(app).engine
+    client, served = app.test_client(), lane(app)
     for body in ({"max_new_chars": 5, "prompt": ""}, {"max_new_chars": 5, "prompt": "the"}):
         assert client.post("/generate", json=body).status_code == 200
     assert client.post("/predict-next", json={"text": "xt"}).status_code == 200
-    want = engine.model.init_hidden(1)
-    assert all(torch.equal(a, b) for a, b in zip(engine._start.parts, want.parts))
+    want = served.model.init_hidden(1)
+    assert all(torch.equal(a, b) for a, b in zip(served._start.parts, want.parts))
 
 
 def test_full_queue_answers_429_right_away(make_app):
@@ -167,7 +175,7 @@ def test_long_prompts_are_prefilled_in_chunks_alongside_decoding(make_app):
 
 def test_a_failing_model_call_fails_its_requests_not_the_engine(make_app):
     app = make_app()
-    model = ctx(app).model
+    model = lane(app).model
     forward, calls = model.forward, []
 
     def flaky(*a, **k):
@@ -193,25 +201,24 @@ def test_stream_interval_batches_text_events_but_never_loses_text(interval, expe
     for ch in "abcde":
         s.push(ch, 0)
     got = [events.get_nowait() for _ in range(events.qsize())]
-    assert [v for _, kind, v in got if kind == "text"] == expected
-    assert got[-1] == (0, "done", "length")
+    assert [e.text for e in got if isinstance(e, Text)] == expected
+    assert got[-1] == Finished(0, "length")
 
 
 def test_idle_work_waits_for_a_quiet_spell_not_each_gap_between_requests(tiny_model):
     """on_idle (the heap trim) runs once the engine has had no work for idle_delay: a client
     sending one request after another never meets it between them."""
-    from service.engine import Engine
     model, vocab = tiny_model
     calls = []
-    eng = Engine(model, vocab, prefix_cache=0, idle_delay=0.3, on_idle=lambda: calls.append(time.monotonic())).start()
+    eng, served = serve(model, vocab, prefix_cache=0, idle_delay=0.3, on_idle=lambda: calls.append(time.monotonic()))
     try:
         time.sleep(0.5)
         assert len(calls) == 1  # idle since start-up
         for i in range(8):      # one request after another, 50 ms apart
             events = queue.Queue()
-            eng.submit([eng.new_sequence([1, 2, 3], params=SamplingParams(), seed=i, max_new=4, stops=[],
-                                         deadline=time.monotonic() + 30, events=events)])
-            while events.get(timeout=10)[1] != "done":
+            eng.submit(served, [served.new_sequence([1, 2, 3], params=SamplingParams(), seed=i, max_new=4, stops=[],
+                                                    deadline=time.monotonic() + 30, events=events)])
+            while not isinstance(events.get(timeout=10), Finished):
                 pass
             time.sleep(0.05)
         assert len(calls) == 1
@@ -226,7 +233,6 @@ def test_small_turns_run_on_one_torch_thread_wide_ones_on_all(tiny_model):
     more than it gains (README, Performance)."""
     import torch
 
-    from service.engine import Engine
     model, vocab = tiny_model
     seen = []  # (rows, characters per row, torch threads) of each model call on the engine thread
     forward = model.forward
@@ -235,15 +241,16 @@ def test_small_turns_run_on_one_torch_thread_wide_ones_on_all(tiny_model):
         seen.append((x.shape[0], x.shape[1], torch.get_num_threads()))
         return forward(x, state, **kw)
     model.forward = spy
-    eng = Engine(model, vocab, prefix_cache=0, threads=2, wide_batch=4).start()
+    eng, served = serve(model, vocab, prefix_cache=0, threads=2, wide_batch=4)
     try:
         seen.clear()
         for n in (1, 6):
             queues = [queue.Queue() for _ in range(n)]
-            eng.submit([eng.new_sequence([1, 2, 3, 4], params=SamplingParams(), seed=i, max_new=6, stops=[],
-                                         deadline=time.monotonic() + 30, events=q) for i, q in enumerate(queues)])
+            eng.submit(served, [served.new_sequence([1, 2, 3, 4], params=SamplingParams(), seed=i, max_new=6,
+                                                    stops=[], deadline=time.monotonic() + 30, events=q)
+                                for i, q in enumerate(queues)])
             for q in queues:
-                while q.get(timeout=10)[1] != "done":
+                while not isinstance(q.get(timeout=10), Finished):
                     pass
     finally:
         eng.stop()

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from model.state import State
-from service.prefix_cache import PrefixCache
+from service.engine.prefix_cache import PrefixCache
 
 
 def test_lru_longest_prefix_and_eviction():
@@ -35,18 +35,18 @@ def predictions(client, text):
 def test_cached_and_uncached_answers_agree(make_app):
     cached = make_app(prefix_cache=64).test_client()
     plain = make_app(prefix_cache=0).test_client()
-    engine = cached.application.extensions["charrnn"].engine
+    lane = cached.application.extensions["charrnn"].registry.lane(None)
     texts = ["the quick brown fox", "the quick brown fox", "the quick brown fox jum", "the quick brown fox jumps."]
     for text in texts:
         a, b = predictions(cached, text), predictions(plain, text)
         assert [p["char"] for p in a] == [p["char"] for p in b]
         for p, q in zip(a, b):
             assert p["prob"] == pytest.approx(q["prob"], abs=1e-5)
-    assert engine.cache.hits == 3  # the repeat, and each extension of a text seen before
+    assert lane.cache.hits == 3  # the repeat, and each extension of a text seen before
     req = {"prompt": "the lazy dog", "max_new_chars": 50, "seed": 9, "temperature": 1.0}
     first = cached.post("/generate", json=req).get_json()
     assert cached.post("/generate", json=req).get_json() == first == plain.post("/generate", json=req).get_json()
-    assert engine.cache.hits == 4
+    assert lane.cache.hits == 4
     metrics = cached.get("/metrics").data.decode()
-    assert "charrnn_prefix_cache_hits 4.0" in metrics
-    assert f"charrnn_prefix_cache_bytes {float(engine.cache.nbytes)}" in metrics and engine.cache.nbytes > 0
+    assert 'charrnn_prefix_cache_hits{model="tiny"} 4.0' in metrics
+    assert f'charrnn_prefix_cache_bytes{{model="tiny"}} {float(lane.cache.nbytes)}' in metrics and lane.cache.nbytes > 0

@@ -101,7 +101,7 @@ class Engine:
         """No new sequences for this lane; it leaves the engine once its own have finished."""
         with self._cond:
             lane.retired = True
-            self._cond.notify()
+            self._cond.notify()  # an idle engine wakes to let the lane go (see _prune)
 
     def submit(self, lane: Lane, seqs: list[Sequence]) -> None:
         """Queue sequences atomically (all or none); QueueFull when they don't fit."""
@@ -119,6 +119,10 @@ class Engine:
     def _idle(self) -> bool:
         return not self._calls and all(lane.idle() for lane in self.lanes)
 
+    def _prune(self):
+        """A retired lane with nothing left leaves: its model is freed with the last reference (under the lock)."""
+        self.lanes = [lane for lane in self.lanes if not (lane.retired and lane.idle())]
+
     def _run(self):
         torch.set_grad_enabled(False)
         if self.threads:  # this thread's OpenMP team: the process's only one (see create_app)
@@ -134,14 +138,14 @@ class Engine:
                 if self._idle() and not self._stop:
                     self.on_idle()  # outside the lock: submitters never wait for it
             with self._cond:
+                self._prune()  # before waiting too: a lane that just finished its last sequence leaves now
                 while not self._stop and self._idle():
                     self._cond.wait()
+                    self._prune()
                 if self._stop:
                     break
                 calls = list(self._calls)
                 self._calls.clear()
-                # A retired lane with nothing left leaves: its model is freed with the last reference.
-                self.lanes = [lane for lane in self.lanes if not (lane.retired and lane.idle())]
                 lanes = [lane for lane in self.lanes if not lane.idle()]
                 for lane in lanes:
                     lane.admit()
