@@ -43,10 +43,37 @@ os.environ.setdefault("CHARRNN_TORCH_THREADS", str(max(1, _cores // workers)))
 
 
 def when_ready(server):
-    """Once, in the master: warn when the API is open (no key) and reachable beyond this machine."""
+    """Once, in the master: warn when the API is open (no key) and reachable beyond this machine, and
+    start the trainer (jobs/runner.py) beside the workers unless it runs elsewhere (CHARRNN_TRAINER=off):
+    a process of its own, never a serving worker, so `make serve` serves and trains."""
     from service.http.auth import open_beyond_loopback
+
+    if os.environ.get("CHARRNN_TRAINER", "local") == "local":
+        import subprocess
+        import sys
+
+        def die_with_master():
+            import ctypes
+            import signal
+            try:
+                ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: no orphan if we are killed
+            except OSError:
+                pass
+        server.charrnn_trainer = subprocess.Popen([sys.executable, "-m", "jobs.runner"], preexec_fn=die_with_master)
+        server.log.info("trainer started (pid %d): fine-tuning jobs run beside the server", server.charrnn_trainer.pid)
 
     exposed = open_beyond_loopback(server.cfg.bind, os.environ)
     if exposed:
         server.log.warning("no API key set (CHARRNN_API_KEY / CHARRNN_API_KEY_FILE) and listening on %s: "
                            "anyone who can reach it may use it", ", ".join(exposed))
+
+
+def on_exit(server):
+    """The trainer stops with the server: its jobs checkpoint and resume at the next start."""
+    trainer = getattr(server, "charrnn_trainer", None)
+    if trainer is not None and trainer.poll() is None:
+        trainer.terminate()
+        try:
+            trainer.wait(35)
+        except Exception:
+            trainer.kill()

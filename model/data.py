@@ -19,15 +19,24 @@ from model.vocab import Vocab
 TRAIN_FRACTION = 0.9  # first 90% of characters train, last 10% validate (as nanoGPT)
 
 
+UNKNOWN = "\ufffd"      # the symbol rarer characters become under --max-vocab (U+FFFD REPLACEMENT CHARACTER)
+UNKNOWN_ALT = "\ue000"  # ... or, where the text itself uses U+FFFD, this private-use character
+
+
 @dataclass
 class Corpus:
     path: Path
     sha256: str
     vocab: Vocab
     ids: np.ndarray  # (n,) uint8/uint16, possibly memory-mapped
+    unknown: str | None = None  # with max_vocab: the symbol that stands for every character left out
+    dropped: int = 0            # distinct characters left out (they read as `unknown`)
+    val_chars: int | None = None  # the last N characters validate (a separate validation text); None: 10%
 
     @property
     def n_train(self) -> int:
+        if self.val_chars:
+            return max(0, len(self.ids) - self.val_chars)
         return int(len(self.ids) * TRAIN_FRACTION)
 
     def split(self, name: str) -> np.ndarray:
@@ -45,28 +54,48 @@ def _cache_dirs(path: Path) -> list[Path]:
     return [path.parent, home]
 
 
-def load_corpus(path: str | Path) -> Corpus:
+def cap_vocab(text: str, max_vocab: int) -> tuple[str, str | None, int]:
+    """Keep the max_vocab most frequent characters (ties: the lower code point) and write every other
+    one as one unknown symbol: a text of thousands of rare characters (CJK, say) still trains a
+    head of a bounded size. -> (text, the unknown symbol or None when nothing was dropped, dropped)."""
+    cps, counts = np.unique(np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32), return_counts=True)
+    if len(cps) <= max_vocab:
+        return text, None, 0
+    order = np.lexsort((cps, -counts))  # most frequent first
+    keep = {chr(c) for c in cps[order[:max_vocab]].tolist()}
+    unknown = UNKNOWN if UNKNOWN not in text else UNKNOWN_ALT
+    dropped = {ord(chr(c)): unknown for c in cps[order[max_vocab:]].tolist()}
+    return text.translate(dropped), unknown, len(dropped)
+
+
+def load_corpus(path: str | Path, max_vocab: int | None = None) -> Corpus:
     path = Path(path)
     digest = sha256_file(path)
-    stem = f".{path.name}.{digest[:16]}"
+    stem = f".{path.name}.{digest[:16]}" + (f".v{max_vocab}" if max_vocab else "")
     for d in _cache_dirs(path):
         ids_p, voc_p = d / f"{stem}.ids.npy", d / f"{stem}.vocab.json"
         if ids_p.exists() and voc_p.exists():
-            vocab = Vocab(json.loads(voc_p.read_text(encoding="utf-8")))
-            return Corpus(path, digest, vocab, np.load(ids_p, mmap_mode="r"))
+            meta = json.loads(voc_p.read_text(encoding="utf-8"))
+            meta = meta if isinstance(meta, dict) else {"chars": meta}
+            return Corpus(path, digest, Vocab(meta["chars"]), np.load(ids_p, mmap_mode="r"), meta.get("unknown"),
+                          meta.get("dropped", 0))
     text = path.read_text(encoding="utf-8")
+    unknown, dropped = None, 0
+    if max_vocab:
+        text, unknown, dropped = cap_vocab(text, max_vocab)
     vocab = Vocab.from_text(text)
     ids = vocab.encode(text)
     del text
+    meta = {"chars": vocab.chars, "unknown": unknown, "dropped": dropped}
     for d in _cache_dirs(path):  # first writable cache location wins; none is fine too
         try:
             d.mkdir(parents=True, exist_ok=True)
             atomic_write(d / f"{stem}.ids.npy", lambda tmp: np.save(open(tmp, "wb"), ids))
-            atomic_write_text(d / f"{stem}.vocab.json", json.dumps(vocab.chars, ensure_ascii=False))
+            atomic_write_text(d / f"{stem}.vocab.json", json.dumps(meta, ensure_ascii=False))
             break
         except OSError:
             continue
-    return Corpus(path, digest, vocab, ids)
+    return Corpus(path, digest, vocab, ids, unknown, dropped)
 
 
 class StreamBatcher:

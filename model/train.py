@@ -69,6 +69,14 @@ class TrainConfig:
     grad_clip: float = _opt(1.0, "clip the global gradient norm to this")
     max_steps: int = _opt(2000, "optimiser steps; defines the whole learning-rate schedule")
     max_minutes: float | None = _opt(None, "stop (with a checkpoint) after this many minutes; --resume continues")
+    time_budget: float | None = _opt(None, "minutes of training in all, --resume sessions included: the cosine "
+                                           "schedule follows whichever of steps and time runs out first, and the run "
+                                           "ends (finished) when the time is spent")
+    max_vocab: int | None = _opt(None, "keep the N most frequent characters; every other one becomes one unknown "
+                                       "symbol (named in the card; generation never emits it)")
+    val_chars: int | None = _opt(None, "the last N characters of --data validate instead of the last 10%% (a "
+                                       "validation text appended to the training text)")
+    sample_chars: int = _opt(200, "at each evaluation, sample this many characters into metrics.jsonl (0: none)")
     eval_every: int = _opt(100, "validate (whole split), log, keep the best weights and checkpoint every N steps")
     seed: int = _opt(1337, "seed of the initial weights, the epochs' offsets, fresh starts and dropout")
     device: str = _opt("auto", "auto = CUDA when available; under torchrun each process uses cuda:LOCAL_RANK")
@@ -76,11 +84,12 @@ class TrainConfig:
     resume: bool = _opt(False, "continue from the run's latest checkpoint (also under torchrun, any process count)")
 
 
-def lr_at(step: int, c: TrainConfig) -> float:
-    """Linear warm-up to c.lr, then cosine decay to c.min_lr at c.max_steps."""
+def lr_at(step: int, c: TrainConfig, time_frac: float = 0.0) -> float:
+    """Linear warm-up to c.lr, then cosine decay to c.min_lr at c.max_steps (or, with a time budget,
+    at whichever of the steps and the time runs out first: time_frac is the budget's spent share)."""
     if step < c.warmup:
         return c.lr * (step + 1) / c.warmup
-    t = min(1.0, (step - c.warmup) / max(1, c.max_steps - c.warmup))
+    t = min(1.0, max((step - c.warmup) / max(1, c.max_steps - c.warmup), time_frac))
     return c.min_lr + 0.5 * (c.lr - c.min_lr) * (1 + math.cos(math.pi * t))
 
 
@@ -173,16 +182,19 @@ def save_checkpoint(path: Path, d, model, opt, batcher, run: Progress, state, ro
 
 def model_card(c: TrainConfig, d, corpus, run: Progress, val: dict, command: str) -> dict:
     n_train = corpus.n_train
-    return {"training": {
+    capped = {"unknown": corpus.unknown} if corpus.unknown else {}  # the server never generates it
+    return {**capped, "training": {
         "data": Path(c.data).name, "data_chars": len(corpus.ids), "data_bytes": corpus.path.stat().st_size,
         "data_sha256": corpus.sha256,
-        "split": {"train": "first 90% of characters", "val": "last 10% of characters",
+        "split": {**({"train": "first 90% of characters", "val": "last 10% of characters"} if not c.val_chars else
+                     {"train": "the training text", "val": "the validation text (after the training text)"}),
                   "train_chars": n_train, "val_chars": len(corpus.ids) - n_train},
         "step": run.step, "max_steps": c.max_steps, "chars_seen": run.step * c.batch_size * c.seq_len,
         "best_val_loss": val["loss"], "best_val_bpc": val["bpc"], "wall_time_s": round(run.wall(), 1),
         "device": str(d.device), "device_name": torch.cuda.get_device_name() if d.device.type == "cuda" else "cpu",
         "world_size": d.world, "backend": d.backend, "threads": torch.get_num_threads(),
         "torch": torch.__version__, "command": command, "resumed": run.resumed, "config": asdict(c),
+        **({"max_vocab": c.max_vocab, "dropped_chars": corpus.dropped} if c.max_vocab else {}),
         **(init_record(c.init, run.step * c.batch_size * c.seq_len) if c.init else {})}}
 
 
@@ -261,6 +273,8 @@ def validate_and_log(model, val_ids, d, run: Progress, c, out: Path, metrics_pat
            "train_loss": meter["loss"] / meter["n"], "val_loss": val["loss"], "val_bpc": val["bpc"],
            "chars_per_s": meter["n"] * c.batch_size * c.seq_len / (now - meter["t"]),
            "wall_time_s": round(run.wall(), 1)}
+    if c.sample_chars:  # as char-rnn's training log: what the model writes now
+        rec["sample"] = sample_text(model, corpus, c.sample_chars, seed=run.step)
     run.history.append(rec)
     with open(metrics_path, "a") as f:
         f.write(json.dumps(rec) + "\n")
@@ -269,6 +283,20 @@ def validate_and_log(model, val_ids, d, run: Progress, c, out: Path, metrics_pat
         save_weights(model, corpus.vocab, out, model_card(c, d, corpus, run, val, command))
     bar.set_postfix(train=f"{rec['train_loss']:.3f}", val=f"{val['loss']:.3f}",
                     best=f"{run.best['loss']:.3f}", cps=f"{rec['chars_per_s']:.0f}")
+
+
+def sample_text(model: CharRNN, corpus, n: int, seed: int) -> str:
+    """n characters sampled (temperature 0.8) from a copy of the model: the training model's own
+    inference caches and RNG stay untouched, so a resumed run is the same run."""
+    import copy
+
+    from model.generate import generate
+    from model.sampling import SamplingParams
+
+    twin = copy.deepcopy(model).eval()
+    ban = ((corpus.vocab.index(corpus.unknown), -100.0),) if corpus.unknown else ()
+    text, _ = generate(twin, corpus.vocab, "", n, SamplingParams(temperature=0.8, logit_bias=ban), seed)
+    return text
 
 
 def train(c: TrainConfig, command: str = "") -> dict:
@@ -280,7 +308,8 @@ def train(c: TrainConfig, command: str = "") -> dict:
     out = weights_prefix(c.out)
     run_dir = Path(c.run_dir or Path("runs") / out.name)
     ckpt_path, metrics_path = run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
-    corpus = load_corpus(c.data)
+    corpus = load_corpus(c.data, c.max_vocab)
+    corpus.val_chars = c.val_chars
     train_ids, val_ids = corpus.split("train"), corpus.split("val")
     if c.init:  # the shape is the init weights'; the regularisation stays this run's
         shape = load_card(c.init)["config"]
@@ -325,20 +354,24 @@ def train(c: TrainConfig, command: str = "") -> dict:
     meter = {"loss": 0.0, "n": 0, "t": time.time()}
     bar = tqdm(total=c.max_steps, initial=run.step, dynamic_ncols=True, mininterval=2.0, disable=not d.main)
     model.train()
+    budget_spent = False
     while run.step < c.max_steps:
+        time_frac = run.wall() / (60 * c.time_budget) if c.time_budget else 0.0
         for g in opt.param_groups:
-            g["lr"] = lr_at(run.step, c)
+            g["lr"] = lr_at(run.step, c, time_frac)
         x, y, state = next_batch(batcher, model, state, c, run.step, rows, d.device)
         loss, state = train_step(net, opt, x, y, state, weight, c, amp)
         run.step += 1
         # One small all-reduce per step: the global mean loss, and whether any rank must stop
         # (a signal or --max-minutes), so all ranks leave the loop at the same step.
-        local_stop = stop.set or bool(c.max_minutes and time.time() - run.t0 > 60 * c.max_minutes)
+        budget_spent = bool(c.time_budget and run.wall() > 60 * c.time_budget)
+        local_stop = stop.set or budget_spent or bool(c.max_minutes and time.time() - run.t0 > 60 * c.max_minutes)
         share_of_mean = loss * (rows[1] - rows[0]) / c.batch_size if d.on else loss  # alone: the loss as is
-        loss, stops = distributed.all_sum(d, [share_of_mean, float(local_stop)])
+        loss, stops, spent = distributed.all_sum(d, [share_of_mean, float(local_stop), float(budget_spent)])
+        budget_spent = bool(spent)  # every rank alike: the evaluation below is collective
         meter["loss"], meter["n"] = meter["loss"] + loss, meter["n"] + 1
         bar.update(1)
-        if run.step % c.eval_every == 0 or run.step == c.max_steps:
+        if run.step % c.eval_every == 0 or run.step == c.max_steps or (budget_spent and not stop.set):
             if d.main:
                 validate_and_log(model, val_ids, d, run, c, out, metrics_path, corpus, meter, command, bar)
             save_checkpoint(ckpt_path, d, model, opt, batcher, run, state, rows, cfg, corpus, c)
@@ -348,7 +381,7 @@ def train(c: TrainConfig, command: str = "") -> dict:
 
     # -- finish ---------------------------------------------------------------------------------
     bar.close()
-    if run.step < c.max_steps:
+    if run.step < c.max_steps and not budget_spent:
         if run.step % c.eval_every:  # (an evaluation step has just checkpointed)
             save_checkpoint(ckpt_path, d, model, opt, batcher, run, state, rows, cfg, corpus, c)
         if d.main:
@@ -359,6 +392,11 @@ def train(c: TrainConfig, command: str = "") -> dict:
             plot_history(run.history, out.with_suffix(".png"), title=f"{out.name}: {cfg.layers}x{cfg.hidden} {cfg.cell.upper()}")
         except ImportError:  # matplotlib is the optional [train] extra
             print("matplotlib not installed: no loss-curve PNG (pip install '.[train]')", file=sys.stderr)
+    finished = run.step >= c.max_steps or (budget_spent and not stop.set)
+    if d.main:  # whether this run is over (a supervisor such as jobs/runner.py reads it) or only paused
+        atomic_write_text(run_dir / "result.json", json.dumps(
+            {"finished": finished, "step": run.step, "max_steps": c.max_steps, "best": run.best,
+             "reason": "max_steps" if run.step >= c.max_steps else "time_budget" if finished else "stopped"}) + "\n")
     if d.main and run.best:
         print(f"best val loss {run.best['loss']:.4f} nats/char ({run.best['bpc']:.4f} bpc) at step "
               f"{run.best['step']} -> {out}.safetensors")
@@ -368,7 +406,7 @@ def train(c: TrainConfig, command: str = "") -> dict:
     del net
     gc.collect()
     distributed.teardown(d)
-    return {"step": run.step, "best": run.best, "history": run.history, "world_size": d.world}
+    return {"step": run.step, "best": run.best, "history": run.history, "world_size": d.world, "finished": finished}
 
 
 def parse_args(argv=None) -> TrainConfig:
@@ -384,7 +422,8 @@ def parse_args(argv=None) -> TrainConfig:
         elif name == "device":
             ap.add_argument(flag, default="auto", choices=["auto", "cpu", "cuda"], help=help)
         else:
-            typ = {"run_dir": str, "init": str, "max_minutes": float, "threads": int}.get(name) or type(f.default)
+            typ = {"run_dir": str, "init": str, "max_minutes": float, "threads": int, "time_budget": float,
+                   "max_vocab": int, "val_chars": int}.get(name) or type(f.default)
             ap.add_argument(flag, type=typ, default=f.default, help=f"{help} (default: {f.default})")
     return TrainConfig(**vars(ap.parse_args(argv)))
 

@@ -29,7 +29,11 @@ class Vocab:
         if len(set(self.chars)) != len(self.chars) or any(len(c) != 1 for c in self.chars):
             raise ValueError("vocab must be distinct single characters")
         self._index = {c: i for i, c in enumerate(self.chars)}
-        self._cps = np.array([ord(c) for c in self.chars], dtype=np.uint32)
+        cps = np.array([ord(c) for c in self.chars], dtype=np.uint32)
+        # encode() looks code points up by binary search: in sorted order, mapped back to the ids, so a
+        # card whose vocabulary is not sorted (written by hand) encodes correctly too
+        self._order = np.argsort(cps, kind="stable")
+        self._cps = cps[self._order]
 
     def __len__(self) -> int:
         return len(self.chars)
@@ -57,7 +61,7 @@ class Vocab:
                 if unknown == "error":
                     raise KeyError(self.unknown(text))
                 pos = pos[known]
-            out[n:n + len(pos)] = pos
+            out[n:n + len(pos)] = self._order[pos]
             n += len(pos)
         return out[:n]
 

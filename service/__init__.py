@@ -76,20 +76,38 @@ def create_app(settings: Settings | None = None) -> Flask:
     cached, lock = {}, threading.Lock()
 
     def document() -> dict:
-        """The OpenAPI document for what is served now (rebuilt when the models change)."""
-        names = registry.names()
-        lane = registry.lane(None)
-        key = (tuple(names), id(lane))
+        """The OpenAPI document for what is served now: rebuilt when the models or their files change.
+        Each model's part comes from its card (registry.describe), so no model is loaded for it."""
+        import copy
+
+        from service.core.errors import APIError
+
+        cards = {}
+        for name in registry.names():
+            try:
+                entry = registry.describe(name)["entry"]
+            except APIError:  # gone since names() listed it
+                continue
+            cards[name] = (entry.card_ident, entry.card)
+        key = tuple((name, ident) for name, (ident, _) in cards.items())
         with lock:
             if cached.get("key") != key:
-                import copy
-                cached["spec"] = openapi_limits.complete(copy.deepcopy(base), settings=settings, lane=lane,
-                                                         ids=names, auth=keys)
+                cached["spec"] = openapi_limits.complete(copy.deepcopy(base), settings=settings, auth=keys,
+                                                         cards={n: card for n, (_, card) in cards.items()},
+                                                         default=registry.default)
                 cached["key"] = key
             return cached["spec"]
 
+    from jobs.store import Store
+
     app.extensions["charrnn"] = AppContext(settings=settings, device=device, engine=engine, registry=registry,
-                                           metrics=metrics, compiler=RegexCompiler(), openapi=document)
+                                           metrics=metrics, compiler=RegexCompiler(), openapi=document,
+                                           store=Store(settings.data_dir))
+
+    @app.before_request
+    def _uploads_may_be_larger():  # an upload's limit is its own setting, not the JSON bodies'
+        if request.path == "/v1/files" and request.method == "POST":
+            request.max_content_length = settings.max_file_bytes + (1 << 20)  # + the multipart framing
     routes.register(app)
     errors.register(app)
 

@@ -23,6 +23,20 @@ class Settings(BaseModel):
                          "'all' (up to max_loaded); others load on first use")
     max_model_bytes: int = Field(1 << 30, ge=1024, description="largest NAME.safetensors the server reads")
     max_card_bytes: int = Field(4 << 20, ge=1024, description="largest NAME.json (model card) the server reads")
+    # Files and fine-tuning jobs (service/http/tuning.py; the trainer is jobs/runner.py)
+    data_dir: str = Field("runs/service", description="uploaded files, the jobs database (SQLite) and the jobs' "
+                          "working folders")
+    max_file_bytes: int = Field(64 << 20, ge=1024, description="largest upload to /v1/files (413 beyond)")
+    min_file_chars: int = Field(2000, ge=20, description="fewest characters a training file may have (its last 10% "
+                                "validate)")
+    max_file_chars: int = Field(20000, ge=2, description="most distinct characters a training file may have")
+    max_data_bytes: int = Field(4 << 30, ge=1 << 20, description="disk cap of the uploads and the jobs' working "
+                                "folders together (413 storage_full beyond)")
+    trainer: Literal["local", "off"] = Field("local", description="local: gunicorn's master starts the trainer "
+                                             "(jobs/runner.py) beside the workers; off: it runs elsewhere (compose)")
+    max_jobs: int = Field(1, ge=1, le=64, description="fine-tuning jobs training at once (the rest queue)")
+    train_threads: int = Field(1, ge=1, le=256, description="torch threads of each training process")
+    train_nice: int = Field(10, ge=0, le=19, description="niceness of the training processes (serving first)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "fp16", "int8"] = Field(
         "auto", description="recurrent matrices at inference (prompts and decoding); auto = the fastest, timed at "
@@ -66,4 +80,4 @@ class Settings(BaseModel):
 
     def limits(self) -> dict:
         return self.model_dump(exclude={"weights", "models_dir", "preload", "device", "precision", "torch_threads",
-                                        "api_key", "api_key_file", "metrics_public"})
+                                        "api_key", "api_key_file", "metrics_public", "data_dir", "trainer"})

@@ -66,6 +66,7 @@ def make_app(tiny_weights):
 
     def make(**overrides):
         app = create_app(Settings(**{"weights": str(tiny_weights), "models_dir": str(tiny_weights.parent),
+                                     "data_dir": str(tiny_weights.parent / "data"),
                                      "device": "cpu", **overrides}))
         app.config["TESTING"] = True
         apps.append(app)

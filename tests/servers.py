@@ -27,7 +27,8 @@ class Server:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         full = {**os.environ, "PORT": str(self.port), "HOST": "127.0.0.1", "CHARRNN_WEIGHTS": str(weights),
-                "CHARRNN_MODELS_DIR": str(Path(weights).parent),
+                "CHARRNN_MODELS_DIR": str(Path(weights).parent), "CHARRNN_DATA_DIR": str(Path(weights).parent / "data"),
+                "CHARRNN_TRAINER": "off",
                 "WEB_CONCURRENCY": "1", "CHARRNN_HTTP_THREADS": "16", "CHARRNN_TORCH_THREADS": "1", **env}
         gunicorn = Path(sys.executable).with_name("gunicorn")
         # A file, not a pipe: nobody reads a pipe while the test runs, and once its 64 KiB fill up

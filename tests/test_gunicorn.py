@@ -24,6 +24,7 @@ def server(tiny_weights):
     weights = SHIPPED if SHIPPED.with_suffix(".safetensors").exists() else tiny_weights
     port = free_port()
     env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "CHARRNN_WEIGHTS": str(weights), "CHARRNN_MODELS_DIR": str(weights.parent),
+           "CHARRNN_DATA_DIR": str(tiny_weights.parent / "data"), "CHARRNN_TRAINER": "off",
            "WEB_CONCURRENCY": "1", "CHARRNN_HTTP_THREADS": "16"}
     gunicorn = Path(sys.executable).with_name("gunicorn")
     proc = subprocess.Popen([str(gunicorn), "-c", "gunicorn.conf.py"], cwd=ROOT, env=env,
@@ -69,7 +70,7 @@ def test_a_client_that_disconnects_frees_its_slot(server):
     import json
     import re
 
-    base, proc, _ = server
+    base, proc, weights = server
     port = int(base.rsplit(":", 1)[1])
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.request("POST", "/generate", body=json.dumps({"max_new_chars": 2000, "stream": True, "n": 2}),
@@ -87,4 +88,4 @@ def test_a_client_that_disconnects_frees_its_slot(server):
     while metric("charrnn_active_sequences") and time.time() < deadline:
         time.sleep(0.05)
     assert metric("charrnn_active_sequences") == 0
-    assert metric('charrnn_generated_chars_total{model="tiny"}') < 2 * 2000
+    assert metric(f'charrnn_generated_chars_total{{model="{weights.name}"}}') < 2 * 2000

@@ -28,6 +28,7 @@ def _free_port() -> int:
 def _serve(weights: Path, **env_extra):
     port = _free_port()
     env = {**os.environ, "PORT": str(port), "HOST": "127.0.0.1", "CHARRNN_WEIGHTS": str(weights), "CHARRNN_MODELS_DIR": str(weights.parent),
+           "CHARRNN_DATA_DIR": str(weights.parent / "data"), "CHARRNN_TRAINER": "off",
            "WEB_CONCURRENCY": "1", "CHARRNN_HTTP_THREADS": "16", **env_extra}
     gunicorn = Path(sys.executable).with_name("gunicorn")
     proc = subprocess.Popen([str(gunicorn), "-c", "gunicorn.conf.py"], cwd=ROOT, env=env,

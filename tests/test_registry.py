@@ -42,6 +42,7 @@ def app_of(models):
 
     def make(**overrides):
         app = create_app(Settings(**{"weights": str(models / "tiny"), "models_dir": str(models), "device": "cpu",
+                                     "data_dir": str(models.parent / "data"),
                                      **overrides}))
         apps.append(app)
         return app

@@ -65,7 +65,7 @@ def build(lane: Lane, *, prompts: list[Prompt], timeout_s: float, compiler, max_
           score_prompt: int | None = None) -> CompletionSpec:
     """The one place a request's settings become the engine's."""
     V = len(lane.vocab)
-    bias = tuple((int(i), float(b)) for i, b in (logit_bias or {}).items())
+    bias = tuple((int(i), float(b)) for i, b in {**(logit_bias or {}), **{i: -100.0 for i in lane.never}}.items())
     try:
         check_bans(lane.vocab, bias)
         constraint = None if regex is None else compiler.compile(regex, lane.vocab.chars, banned(bias))

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from service.core.schemas import Strict, _check_len, _limit
+from service.core.schemas import REGEX_RULE, Strict, _check_len, _limit
 
 
 class StreamOptions(Strict):
@@ -49,8 +49,8 @@ class CompletionRequest(Strict):
     # Extensions (as vLLM's extra_body): the native API's settings
     top_k: int | None = Field(None, ge=1, description="extension: sample among the k most likely characters")
     repetition_penalty: float | None = Field(None, ge=0.01, le=100, description="extension: as /generate")
-    regex: str | None = Field(None, max_length=500, description="extension: the completion must match this regex "
-                              "in full (see /generate)")
+    regex: str | None = Field(None, min_length=1, max_length=500, description="extension: the completion must "
+                              "match this regex in full (see /generate). " + REGEX_RULE)
 
     @field_validator("best_of", "suffix", mode="before")
     @classmethod
@@ -177,6 +177,10 @@ class ModelCard(BaseModel):
     loaded: bool = Field(description="in memory now (else it loads on first use)")
     precision: str | None = Field(description="inference precision, when loaded")
     reload_pending: bool = Field(description="newer files are on disk; the next request loads them")
+    unknown: str | None = Field(None, description="the symbol that stands for the characters left out of the "
+                                "vocabulary (a model trained with max_vocab); it is read in prompts, never generated")
+    fine_tune: dict | None = Field(None, description="a fine-tuned model's provenance: job, base and its sha256, "
+                                   "training file and data sha256, both training commands, validation figures")
     error: str | None = Field(description="why the last load of these files failed (an older version may still "
                               "serve); null when it did not")
 

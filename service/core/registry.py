@@ -230,9 +230,11 @@ class Registry:
         s = self.settings
         precisions = (candidate_precisions(self.device, card) if s.precision == "auto"
                       else [resolve_precision(s.precision, self.device)])
+        unknown = card.get("unknown")  # --max-vocab's symbol for the characters left out: read, never written
         lane = Lane(model, vocab, name=name, max_batch=s.max_batch, prefill_chunk=s.prefill_chunk,
                     prefix_cache=s.prefix_cache, max_context=context_window(s, card),
-                    stream_interval=s.stream_interval_ms / 1000, metrics=self.metrics)
+                    stream_interval=s.stream_interval_ms / 1000, metrics=self.metrics,
+                    never=(vocab.index(unknown),) if unknown in vocab.chars else ())
         return lane, warm_up(lane, precisions, self._probed)
 
     def _make_room(self, keep: Entry) -> None:
@@ -254,6 +256,19 @@ class Registry:
                 self.metrics.model_event(x.name, "unloaded")
         if excess > 0:
             log.warning("%d model(s) over max_loaded: the others have work in flight", excess)
+
+    def remove(self, name: str) -> None:
+        """Delete a model's files (the card first: it is then no longer listed) and unload it."""
+        e = self._entry(name)
+        for suffix in (".json", ".safetensors"):
+            Path(f"{e.prefix}{suffix}").unlink(missing_ok=True)
+        with self._lock:
+            self._entries.pop(name, None)
+        if e.lane is not None:
+            self.engine.retire(e.lane)
+            if self.metrics:
+                self.metrics.model_event(name, "unloaded")
+        log.info("model %s deleted", name)
 
     def preload(self) -> None:
         """The default (which must load: the server is not ready without it) and Settings.preload."""

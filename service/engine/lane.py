@@ -42,8 +42,9 @@ class StepParams(BatchParams):
 class Lane:
     def __init__(self, model: CharRNN, vocab: Vocab, *, name: str = "model", max_batch: int = 64,
                  prefill_chunk: int = 256, prefix_cache: int = 1024, max_context: int = 0,
-                 stream_interval: float = 0.0, metrics=None):
+                 stream_interval: float = 0.0, metrics=None, never: tuple[int, ...] = ()):
         self.name, self.model, self.vocab, self.metrics = name, model, vocab, metrics
+        self.never = never  # ids generation never emits (the card's unknown symbol, under --max-vocab)
         self.max_batch, self.prefill_chunk = max_batch, prefill_chunk
         self.max_context = max_context  # a context read afresh is read from its last N ids (0: all)
         self.stream_interval = stream_interval

@@ -20,6 +20,7 @@ class AppContext:
     metrics: object         # service.metrics.Metrics
     compiler: object        # service.core.features.RegexCompiler
     openapi: object         # () -> the OpenAPI document of what is served now
+    store: object = None    # jobs.store.Store: uploaded files, fine-tuning jobs and their events
 
 
 def ctx() -> AppContext:

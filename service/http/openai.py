@@ -41,7 +41,7 @@ def model_card(name: str) -> ModelCard:
                      parameters=card.get("parameters"), validation=val, max_context=window or None,
                      max_tokens=c.settings.max_new_chars, sha256=e.sha256, loaded=d["loaded"],
                      precision=lane.model.precision if lane is not None else None, reload_pending=d["pending_reload"],
-                     error=e.error)
+                     unknown=card.get("unknown"), fine_tune=card.get("fine_tune"), error=e.error)
 
 
 def models():
