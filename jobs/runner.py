@@ -56,7 +56,7 @@ def _child_setup(niceness: int):
         os.setsid()  # its own process group: a terminal's Ctrl-C goes to the runner, which stops it
         os.nice(niceness)
         try:  # die with the runner (kill -9 included): a restarted runner must not meet an orphan trainer
-            ctypes.CDLL("libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+            ctypes.CDLL("libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # (checkpoints are atomic)
         except OSError:
             pass
     return setup
@@ -135,8 +135,25 @@ class Runner:
         log.info("trainer stopped; %d job(s) resume at the next start", len(self.children))
 
     # --- one job ----------------------------------------------------------------------------------
+    def _reap_orphan(self, job: dict) -> None:
+        """A trainer of this job still running from an earlier runner (where the death signal could not be
+        set): killed before a new one resumes, so two never write the same folder."""
+        pid = job.get("pid")
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes() if pid else b""
+        except OSError:
+            return
+        if str(self.job_dir(job["id"])).encode() in cmdline:
+            os.kill(pid, signal.SIGKILL)
+            for _ in range(100):
+                if not Path(f"/proc/{pid}").exists():
+                    break
+                time.sleep(0.05)
+
     def _start(self, job: dict, resume: bool) -> None:
         d, store = self.job_dir(job["id"]), self.store
+        if resume:
+            self._reap_orphan(job)
         files = [job["training_file"]] + ([job["validation_file"]] if job["validation_file"] else [])
         missing = [f for f in files if store.file(f) is None or not store.file_path(f, "text").exists()]
         if missing:
@@ -242,10 +259,9 @@ class Runner:
             return  # the runner is shutting down: the job resumes at its next start
         progressed = job["step"] > child.last_step
         if not progressed and job["attempts"] + 1 >= self.cfg.max_attempts:
-            tail = (d / "trainer.log").read_bytes()[-1500:].decode(errors="replace") if (d / "trainer.log").exists() else ""
             return self._end(job, "failed", f"the trainer failed (exit code {rc}) {self.cfg.max_attempts} times "
-                             f"without progress: {tail.strip().splitlines()[-1] if tail.strip() else ''}",
-                             {"code": "training_failed", "param": None})
+                             f"without progress: {last_error(d / 'trainer.log')}", {"code": "training_failed",
+                                                                                     "param": None})
         if progressed:
             self.store.update_job(job["id"], attempts=0)
         self.store.add_event(job["id"], f"The trainer stopped unexpectedly (exit code {rc}); resuming", level="warn")
@@ -287,6 +303,17 @@ class Runner:
         self.store.add_event(job["id"], message, level="error" if status == "failed" else "info")
         shutil.rmtree(self.job_dir(job["id"]), ignore_errors=True)  # checkpoints of a finished job: gone
         log.info("job %s %s: %s", job["id"], status, message)
+
+
+def last_error(log_path: Path) -> str:
+    """The trainer's own last words: the last line of its log that is not a progress bar."""
+    try:
+        tail = log_path.read_bytes()[-20000:].decode(errors="replace")
+    except OSError:
+        return "(no log)"
+    lines = [ln.strip() for ln in tail.replace("\r", "\n").splitlines() if ln.strip() and "it/s" not in ln
+             and "s/it" not in ln and "%|" not in ln]
+    return lines[-1][:500] if lines else "(no output)"
 
 
 def main(argv=None) -> None:

@@ -42,7 +42,7 @@ def stream(model: CharRNN, vocab: Vocab, prompt: str, max_new: int, params: Samp
     ids = context_ids(vocab, vocab.encode(prompt))
     logits, state = prefill(model, ids)
     rng, recent = random.Random(seed), ids[-params.penalty_window:]
-    settings, penalty = batch_params([params]), params.repetition_penalty != 1  # built once, not per step
+    settings, penalty = batch_params([params], len(vocab)), params.repetition_penalty != 1  # built once, not per step
     device = logits.device
     for _ in range(max_new):
         rec = torch.tensor([recent or [-1]], dtype=torch.long) if penalty else None

@@ -47,9 +47,13 @@ class CompletionSpec:
     constraint: object | None = None      # a compiled regex
 
 
-def encode(vocab, text: str, *, field: str, unknown: str = "error") -> list[int]:
-    """text -> ids; characters outside the vocabulary are a 422 naming them, unless unknown='skip'."""
+def encode(vocab, text: str, *, field: str, unknown: str = "error", symbol: str | None = None) -> list[int]:
+    """text -> ids; characters outside the vocabulary are a 422 naming them, unless unknown='skip' (dropped)
+    or the model has an unknown symbol (`symbol`: a model trained with max_vocab), which they read as, as
+    in training."""
     missing = vocab.unknown(text)
+    if missing and symbol is not None:
+        text, missing = text.translate({ord(ch): symbol for ch in missing}), []
     if missing and unknown == "error":
         raise APIError(422, "unknown_characters", f"{field} has {len(missing)} character(s) outside the model's "
                        "vocabulary; remove them or send \"unknown_chars\": \"skip\"",
@@ -87,10 +91,10 @@ def spec_from(req, lane: Lane, *, settings, compiler) -> CompletionSpec:
     common = {"timeout_s": settings.request_timeout_s, "compiler": compiler}
     vocab = lane.vocab
     if isinstance(req, PredictRequest):
-        ids = encode(vocab, req.text, field="text", unknown=req.unknown_chars)
+        ids = encode(vocab, req.text, field="text", unknown=req.unknown_chars, symbol=lane.unknown)
         return build(lane, prompts=[Prompt(req.text, ids)], max_new=0, seed=0, **common)
     if isinstance(req, GenerateRequest):
-        ids = encode(vocab, req.prompt, field="prompt", unknown=req.unknown_chars)
+        ids = encode(vocab, req.prompt, field="prompt", unknown=req.unknown_chars, symbol=lane.unknown)
         try:
             bias = dict(bias_ids(vocab, req.logit_bias))
         except FeatureError as e:
@@ -106,7 +110,7 @@ def spec_from(req, lane: Lane, *, settings, compiler) -> CompletionSpec:
                 raise invalid("logit_bias", f"vocabulary indices are 0..{len(vocab) - 1} (GET /v1/models), not {k}")
             bias[int(k)] = b
         echo = bool(req.echo)
-        return build(lane, prompts=openai_prompts(req, vocab), n=req.n or 1,
+        return build(lane, prompts=openai_prompts(req, lane), n=req.n or 1,
                      max_new=req.max_tokens if req.max_tokens is not None else 16,
                      temperature=1.0 if req.temperature is None else req.temperature, top_k=req.top_k,
                      top_p=req.top_p, repetition_penalty=req.repetition_penalty or 1.0,
@@ -117,14 +121,19 @@ def spec_from(req, lane: Lane, *, settings, compiler) -> CompletionSpec:
     raise TypeError(f"no completion for {type(req).__name__}")
 
 
-def openai_prompts(req: CompletionRequest, vocab) -> list[Prompt]:
+def openai_prompts(req: CompletionRequest, lane: Lane) -> list[Prompt]:
     """A string, a list of strings, or vocabulary indices (a list, or a list of lists)."""
+    vocab = lane.vocab
     p = req.prompt if req.prompt is not None else ""
     items = [p] if isinstance(p, str) or (p and isinstance(p[0], int)) else p
     out = []
     for item in items:
         if isinstance(item, str):
             missing = vocab.unknown(item)
+            if missing and lane.unknown is not None:
+                item_ids = encode(vocab, item, field="prompt", symbol=lane.unknown)
+                out.append(Prompt(item, item_ids))
+                continue
             if missing:
                 raise invalid("prompt", f"the prompt has characters outside the model's vocabulary: {missing[:20]}")
             out.append(Prompt(item, vocab.encode(item).tolist()))
@@ -136,7 +145,7 @@ def openai_prompts(req: CompletionRequest, vocab) -> list[Prompt]:
 
 
 def inspect_ids(req: InspectRequest, lane: Lane) -> list[int]:
-    return encode(lane.vocab, req.text, field="text", unknown=req.unknown_chars)
+    return encode(lane.vocab, req.text, field="text", unknown=req.unknown_chars, symbol=lane.unknown)
 
 
 @dataclass

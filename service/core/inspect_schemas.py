@@ -37,6 +37,12 @@ class InspectRequest(Strict):
             raise ValueError(f"is {len(v)} characters; the limit is {lim} (max_inspect_chars)")
         return v
 
+    @field_validator("units", mode="before")
+    @classmethod
+    def _integral_units(cls, v):
+        # JSON Schema's "integer" includes 10.0 (see Strict): in the list of units too
+        return [int(x) if isinstance(x, float) and x.is_integer() else x for x in v] if isinstance(v, list) else v
+
     @field_validator("units")
     @classmethod
     def _units(cls, v, info: ValidationInfo):

@@ -52,6 +52,14 @@ def _check_len(v: str, info: ValidationInfo) -> str:
     return v
 
 
+# The one rule of a request that JSON Schema cannot state (so the OpenAPI document says it in words).
+REGEX_RULE = ("It is compiled over the chosen model's characters, less those logit_bias bans (-100), and refused "
+              "(422 on the native API, 400 under /v1) when it is not a valid Python regex, uses a construct the "
+              "matcher lacks (anchors such as ^, $, \\A, \\b; backreferences; lookbehinds), has more than 5000 "
+              "automaton states or takes over 3 s to compile, or no non-empty text of those characters matches it "
+              "in full")
+
+
 def check_char_bias(v: dict[str, float]) -> dict[str, float]:
     """logit_bias by character (/generate): single characters, biases in [-100, 100]."""
     for ch, b in v.items():
@@ -112,9 +120,9 @@ class GenerateRequest(Strict):
                                  "alternatives; null = off")
     logit_bias: dict[str, float] = Field(default_factory=dict, description='added to a character\'s logit before '
                                          'sampling, in [-100, 100]; -100 bans it. Example: {"a": -100, "\\n": 2.5}')
-    regex: str | None = Field(None, max_length=500, description="the completion must match this (Python) regex in "
-                              "full: only characters that keep a match reachable are sampled, and it finishes "
-                              "(\"stop\") once the text is a match nothing can extend. No anchors or backreferences")
+    regex: str | None = Field(None, min_length=1, max_length=500, description="the completion must match this "
+                              "(Python) regex in full: only characters that keep a match reachable are sampled, and "
+                              "it finishes (\"stop\") once the text is a match nothing can extend. " + REGEX_RULE)
 
     _prompt = field_validator("prompt")(_check_len)
     _bias = field_validator("logit_bias")(check_char_bias)

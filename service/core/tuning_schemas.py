@@ -33,12 +33,12 @@ class Hyperparameters(Strict):
 
 
 class Supervised(Strict):
-    hyperparameters: Hyperparameters | None = None
+    hyperparameters: Hyperparameters | None = Field(None, description="as the job's hyperparameters")
 
 
 class Method(Strict):
     type: Literal["supervised"] = Field(description="only supervised: a char-RNN learns the text itself")
-    supervised: Supervised | None = None
+    supervised: Supervised | None = Field(None, description="its settings")
 
 
 class JobCreate(Strict):
@@ -58,109 +58,115 @@ class JobCreate(Strict):
     metadata: dict[str, str] | None = Field(None, description="accepted, kept with nothing else")
 
 
+def _d(text: str, default=...):
+    return Field(default, description=text)
+
+
 class FileObject(BaseModel):
-    id: str
-    object: Literal["file"] = "file"
-    bytes: int = Field(description="size as uploaded")
-    created_at: int
-    filename: str
-    purpose: str
-    status: Literal["processed"] = "processed"
-    status_details: str | None = Field(None, description="how it was read: text or jsonl, characters, distinct")
+    id: str = _d("file-...: a random id")
+    object: Literal["file"] = _d("always file", "file")
+    bytes: int = _d("size as uploaded")
+    created_at: int = _d("Unix time of the upload")
+    filename: str = _d("the name it was uploaded with (a label only: never a path here)")
+    purpose: str = _d("always fine-tune")
+    status: Literal["processed"] = _d("always processed: a file is checked before it is stored", "processed")
+    status_details: str | None = _d("how it was read: text or jsonl, its characters and distinct characters", None)
 
 
 class FileList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[FileObject]
-    has_more: bool = False
+    object: Literal["list"] = _d("always list", "list")
+    data: list[FileObject] = _d("the files, newest first")
+    has_more: bool = _d("more after the last one (page with after=its id)", False)
 
 
 class Deleted(BaseModel):
-    id: str
-    object: str = Field(description="file or model")
-    deleted: bool
+    id: str = _d("what was deleted")
+    object: str = _d("file or model")
+    deleted: bool = _d("always true")
 
 
 class JobError(BaseModel):
-    code: str
-    message: str
-    param: str | None = None
+    code: str = _d("file_not_found, model_not_found, training_failed, ...")
+    message: str = _d("why the job failed, for a person")
+    param: str | None = _d("the request field at fault, if one is", None)
 
 
 class JobHyperparameters(BaseModel):
     model_config = {"extra": "allow"}  # this server's extensions, as the job was planned
-    n_epochs: int | Auto | None = None
-    batch_size: int | Auto | None = None
-    learning_rate_multiplier: float | Auto | None = None
+    n_epochs: int | Auto | None = _d("passes over the training text (absent: steps or minutes set the length)", None)
+    batch_size: int | Auto | None = _d("streams per step", None)
+    learning_rate_multiplier: float | Auto | None = _d("times model.train's 2e-3", None)
 
 
 class Job(BaseModel):
-    id: str
-    object: Literal["fine_tuning.job"] = "fine_tuning.job"
-    created_at: int
-    finished_at: int | None
-    model: str
-    fine_tuned_model: str | None = Field(description="the model's id once the job succeeded (served at once)")
-    organization_id: str = "charrnn"
-    result_files: list[str] = []
-    status: Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
-    training_file: str
-    validation_file: str | None
-    hyperparameters: JobHyperparameters
-    trained_tokens: int | None = Field(description="characters trained on so far")
-    error: JobError | None
-    seed: int
-    estimated_finish: int | None
-    integrations: list | None = None
-    metadata: dict | None = None
-    method: dict | None = None
-    suffix: str | None = None
-    total_steps: int | None = Field(None, description="extension: optimiser steps planned (null: a time budget)")
-    step: int = Field(0, description="extension: the last evaluated step")
+    id: str = _d("ftjob-...: a random id")
+    object: Literal["fine_tuning.job"] = _d("always fine_tuning.job", "fine_tuning.job")
+    created_at: int = _d("Unix time the job was created")
+    finished_at: int | None = _d("Unix time it ended (succeeded, failed or cancelled)")
+    model: str = _d("the base: a served model, or scratch")
+    fine_tuned_model: str | None = _d("the model's id once the job succeeded (served at once, by every replica)")
+    organization_id: str = _d("always charrnn", "charrnn")
+    result_files: list[str] = _d("always empty: the result is the model", [])
+    status: Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"] = _d(
+        "validating_files -> queued -> running -> succeeded | failed | cancelled")
+    training_file: str = _d("the training text's file id")
+    validation_file: str | None = _d("the validation text's file id (null: the last 10% of the training text)")
+    hyperparameters: JobHyperparameters = _d("as planned: OpenAI's three and this server's extensions")
+    trained_tokens: int | None = _d("characters trained on so far")
+    error: JobError | None = _d("why the job failed; null otherwise")
+    seed: int = _d("the seed of the initial weights, data order and dropout")
+    estimated_finish: int | None = _d("while running: Unix time the job should end")
+    integrations: list | None = _d("always null", None)
+    metadata: dict | None = _d("always null", None)
+    method: dict | None = _d("{type: supervised, supervised: {hyperparameters}}", None)
+    suffix: str | None = _d("the suffix in the model's name", None)
+    total_steps: int | None = _d("extension: optimiser steps planned (null: a time budget)", None)
+    step: int = _d("extension: the last evaluated step", 0)
 
 
 class JobList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[Job]
-    has_more: bool
+    object: Literal["list"] = _d("always list", "list")
+    data: list[Job] = _d("the jobs, newest first")
+    has_more: bool = _d("more after the last one (page with after=its id)")
 
 
 class Event(BaseModel):
-    id: str
-    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
-    created_at: int
-    level: Literal["info", "warn", "error"]
-    message: str
-    type: Literal["message", "metrics"]
-    data: dict[str, Any] | None = Field(None, description="metrics: step, total_steps, train_loss, valid_loss, "
-                                        "valid_bpc, chars_per_second, time_left_s; a sample: sample, step")
+    id: str = _d("ftevent-...")
+    object: Literal["fine_tuning.job.event"] = _d("always fine_tuning.job.event", "fine_tuning.job.event")
+    created_at: int = _d("Unix time")
+    level: Literal["info", "warn", "error"] = _d("info, warn (e.g. a trainer restarted) or error")
+    message: str = _d("what happened, for a person")
+    type: Literal["message", "metrics"] = _d("metrics: an evaluation's figures in data; message: the rest")
+    data: dict[str, Any] | None = _d("metrics: step, total_steps, train_loss, valid_loss, valid_bpc, "
+                                     "chars_per_second, time_left_s, learning_rate; a sample: sample, step", None)
 
 
 class EventList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[Event] = Field(description="newest first")
-    has_more: bool
+    object: Literal["list"] = _d("always list", "list")
+    data: list[Event] = _d("newest first")
+    has_more: bool = _d("more after the last one (page with after=its id)")
 
 
 class CheckpointMetrics(BaseModel):
-    step: float
-    train_loss: float | None = None
-    valid_loss: float | None = None
-    full_valid_loss: float | None = None
+    step: float = _d("the optimiser step evaluated")
+    train_loss: float | None = _d("mean training loss since the previous evaluation (nats/char)", None)
+    valid_loss: float | None = _d("loss on the whole validation text (nats/char)", None)
+    full_valid_loss: float | None = _d("the same: every evaluation reads the whole validation text", None)
 
 
 class Checkpoint(BaseModel):
-    id: str
-    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
-    created_at: int
-    fine_tuned_model_checkpoint: str = Field(description="MODEL:step-N (only the job's best weights are served, "
-                                             "as its fine_tuned_model)")
-    fine_tuning_job_id: str
-    metrics: CheckpointMetrics
-    step_number: int
+    id: str = _d("ftckpt-...")
+    object: Literal["fine_tuning.job.checkpoint"] = _d("always fine_tuning.job.checkpoint",
+                                                       "fine_tuning.job.checkpoint")
+    created_at: int = _d("Unix time of the evaluation")
+    fine_tuned_model_checkpoint: str = _d("MODEL:step-N (only the job's best weights are served, as its "
+                                          "fine_tuned_model)")
+    fine_tuning_job_id: str = _d("the job")
+    metrics: CheckpointMetrics = _d("the evaluation's figures")
+    step_number: int = _d("the optimiser step")
 
 
 class CheckpointList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[Checkpoint]
-    has_more: bool
+    object: Literal["list"] = _d("always list", "list")
+    data: list[Checkpoint] = _d("newest first")
+    has_more: bool = _d("more than limit")

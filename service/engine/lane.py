@@ -45,6 +45,7 @@ class Lane:
                  stream_interval: float = 0.0, metrics=None, never: tuple[int, ...] = ()):
         self.name, self.model, self.vocab, self.metrics = name, model, vocab, metrics
         self.never = never  # ids generation never emits (the card's unknown symbol, under --max-vocab)
+        self.unknown = vocab.chars[never[0]] if never else None  # ...which characters outside the vocabulary read as
         self.max_batch, self.prefill_chunk = max_batch, prefill_chunk
         self.max_context = max_context  # a context read afresh is read from its last N ids (0: all)
         self.stream_interval = stream_interval

@@ -24,9 +24,19 @@ def build_spec(routes) -> dict:
         if params:
             op["parameters"] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
                                 for p in params]
+        op["parameters"] = op.get("parameters", []) + [
+            {"name": name, "in": "query", "required": False, "schema": schema, "description": desc}
+            for name, schema, desc in r.query]
+        if not op["parameters"]:
+            del op["parameters"]
         if r.request is not None:
             op["requestBody"] = {"required": True,
                                  "content": {"application/json": {"schema": refs[(r.request, "validation")]}}}
+        if r.form is not None:
+            op["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": r.form}}}
+        if r.binary:
+            op["responses"]["200"] = {"description": "OK", "content": {"application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"}}}}
         if r.response is not None:
             content = {"application/json": {"schema": refs[(r.response, "serialization")]}}
             if r.stream:

@@ -1,5 +1,5 @@
 // The playground: talks to the same public API as any client (/v1/models, /info, /predict-next,
-// /generate, /inspect).
+// /generate, /inspect; and to train: /v1/files, /v1/fine_tuning/jobs).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -17,10 +17,12 @@ function charName(ch) {
 
 // ---- requests: JSON in and out, with the API key when the server wants one --------------------
 // The key (only needed where the server sets CHARRNN_API_KEY) lives in this tab's sessionStorage.
-function call(path, body, signal) {
-  const headers = {};
+function authHeaders() {
   const key = sessionStorage.getItem("charrnn-key");
-  if (key) headers.Authorization = `Bearer ${key}`;
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+function call(path, body, signal) {
+  const headers = authHeaders();
   if (body === undefined) return fetch(path, { headers, signal });
   headers["Content-Type"] = "application/json";
   return fetch(path, { method: "POST", headers, signal, body: JSON.stringify(body) });
@@ -37,6 +39,7 @@ function askForKey() {
 }
 
 // ---- errors: the API's {"error": {type, message, details}} as a sentence ----------------------
+// (/v1/... answers in OpenAI's shape, {"error": {message, type, param, code}}: its code names the error)
 async function apiError(resp) {
   let body = null;
   try { body = await resp.json(); } catch (_) { /* not JSON */ }
@@ -46,7 +49,7 @@ async function apiError(resp) {
     return "This server needs an API key: enter it under “API key” above. " + (e ? `(${e.message})` : "");
   }
   if (!e) return `HTTP ${resp.status}`;
-  if (e.type === "model_not_found") loadModels();  // the chosen model is gone: the picker shows it
+  if ((e.code || e.type) === "model_not_found") loadModels();  // the chosen model is gone: the picker shows it
   return describe(e, resp.status);
 }
 function describe(e, status) {
@@ -59,7 +62,8 @@ function describe(e, status) {
   } else if (e.type === "validation_error") {
     text = "Invalid settings: " + details.map((d) => `${d.field}: ${d.message}`).join("; ");
   }
-  return status ? `${text} (HTTP ${status}, ${e.type})` : `${text} (${e.type})`;
+  const kind = e.code || e.type;
+  return status ? `${text} (HTTP ${status}, ${kind})` : `${text} (${kind})`;
 }
 function showError(msg) {
   $("error").textContent = msg;
@@ -89,6 +93,7 @@ async function loadModels() {
     if (!state.model) state.model = (list.find((m) => m.default) || list[0] || {}).id ?? null;
     fillPicker();
     showModel();
+    fillBases();
   } catch (err) {
     if (asked === modelsAsked) $("card").textContent = `Model list unavailable: ${err.message}`;
   }
@@ -98,7 +103,7 @@ function chosenCard() {
   return state.models.find((m) => m.id === state.model) || null;
 }
 
-// "lstm 2×512, validation loss 1.400 (stateful)": what tells models apart in the picker.
+// "LSTM 2×512, validation loss 1.400 (stateful), not loaded": what tells models apart in the picker.
 function summary(m) {
   const parts = [`${(m.cell || "?").toUpperCase()} ${m.layers}×${m.hidden}`];
   const v = m.validation;
@@ -136,6 +141,7 @@ function showModel() {
   const device = state.info ? `${state.info.device}, ` : "";
   $("card").textContent = `${m.id} · ${m.layers}×${m.hidden} ${(m.cell || "?").toUpperCase()}, ${params} ` +
     `parameters, ${m.vocab_size} characters · validation loss ${loss} · ` +
+    (m.max_context ? `reads the last ${m.max_context} characters · ` : "") +
     (m.loaded ? `${device}${m.precision}` : "not loaded yet (loads on first use)") + (m.error ? ` · ${m.error}` : "");
   $("vocab").textContent = m.vocab.map(visible).join(" ");
   $("max_new_chars").max = m.max_tokens;
@@ -200,6 +206,8 @@ async function predict() {
   const text = $("prompt").value;
   try {
     const resp = await call("/predict-next", forModel({ text, top_k: 10 }), ctrl.signal);
+    const card = chosenCard();
+    if (card && !card.loaded && resp.status !== 401) loadModels();  // loaded now (or failed): its card says which
     if (!resp.ok) {
       const msg = await apiError(resp);
       $("bars").replaceChildren();
@@ -211,8 +219,6 @@ async function predict() {
     showError("");
     drawBars(body.predictions);
     $("next-status").textContent = `after ${text.length} character(s)`;
-    const card = chosenCard();
-    if (card && !card.loaded) loadModels();  // it is now: its card says so, with its precision
   } catch (err) {
     if (err.name !== "AbortError") $("next-status").textContent = `request failed: ${err.message}`;
   }
@@ -247,6 +253,26 @@ function drawBars(preds) {
     li.append(btn);
     return li;
   }));
+}
+
+// ---- server-sent events, read with fetch() (EventSource cannot send the API key) -----------------
+// The payload of each `data:` line, in order ([DONE] included); comments (keep-alives) are skipped.
+async function* sseData(resp) {
+  const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buf += value;
+    let cut;
+    while ((cut = buf.indexOf("\n\n")) >= 0) {  // one server-sent event per blank line
+      const event = buf.slice(0, cut);
+      buf = buf.slice(cut + 2);
+      for (const line of event.split("\n")) {
+        if (line.startsWith("data: ")) yield line.slice(6);
+      }
+    }
+  }
 }
 
 // ---- generation, streamed -------------------------------------------------------------------
@@ -295,33 +321,19 @@ async function generate() {
     const resp = await call("/generate", body, ctrl.signal);
     if (!resp.ok) throw new Error(await apiError(resp));
     seed = resp.headers.get("X-Seed");
-    const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buf = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buf += value;
-      let cut;
-      while ((cut = buf.indexOf("\n\n")) >= 0) {  // one server-sent event per blank line
-        const event = buf.slice(0, cut);
-        buf = buf.slice(cut + 2);
-        for (const line of event.split("\n")) {
-          if (!line.startsWith("data: ")) continue;
-          const data = line.slice(6);
-          if (data === "[DONE]") continue;
-          const ev = JSON.parse(data);
-          if (ev.error) throw new Error(describe(ev.error));
-          if (ev.text) {
-            appendText(ev.text, ev.logprobs);
-            chars += [...ev.text].length;
-            $("status").textContent = `${chars} characters…`;
-          }
-          if (ev.finish_reason) {
-            const why = ev.finish_reason === "stop" ? "a stop string" : "max characters";
-            $("status").textContent = `done: ${ev.generated_chars} characters, ended by ${why}, seed ${seed}, ` +
-              `${((performance.now() - t0) / 1000).toFixed(2)} s`;
-          }
-        }
+    for await (const data of sseData(resp)) {
+      if (data === "[DONE]") continue;
+      const ev = JSON.parse(data);
+      if (ev.error) throw new Error(describe(ev.error));
+      if (ev.text) {
+        appendText(ev.text, ev.logprobs);
+        chars += [...ev.text].length;
+        $("status").textContent = `${chars} characters…`;
+      }
+      if (ev.finish_reason) {
+        const why = ev.finish_reason === "stop" ? "a stop string" : "max characters";
+        $("status").textContent = `done: ${ev.generated_chars} characters, ended by ${why}, seed ${seed}, ` +
+          `${((performance.now() - t0) / 1000).toFixed(2)} s`;
       }
     }
   } catch (err) {
@@ -374,6 +386,8 @@ function insideText() {
 }
 
 async function inspect() {
+  const card = chosenCard();
+  if (card && card.cell !== "lstm") return;  // shapeInside said why
   const text = insideText();
   if (!text) {
     $("in-status").textContent = "type a prompt first";
@@ -443,6 +457,413 @@ function drawHeat() {
     (what === "c" ? ` (full colour at |c| = ${scale.toFixed(2)})` : "") + cut;
 }
 
+// ---- Train: upload a text, start a fine-tuning job, follow it live -----------------------------
+// POST /v1/files, then POST /v1/fine_tuning/jobs, then the job's events as a stream: metrics events
+// draw the loss chart, sample messages show what the model writes, other messages (started,
+// cancelled, done) mean the job's status changed, so the job is read again.
+const JOBS = "/v1/fine_tuning/jobs";
+const ACTIVE = ["validating_files", "queued", "running"];
+const STATUS_WORDS = { validating_files: "validating the file", queued: "queued: waiting for the trainer",
+                       running: "running", succeeded: "succeeded", failed: "failed", cancelled: "cancelled" };
+const SAMPLES_SHOWN = 5;
+// job: the job shown (GET's body); ctrl: its event stream; seen: event ids drawn already (a stream
+// opened again replays every event); points: {step, train, valid} per evaluation; metrics: the last.
+const train = { job: null, ctrl: null, seen: new Set(), points: [], metrics: null, drawTimer: 0, starting: false,
+                announced: null, readError: false, lengths: { steps: "200", minutes: "2" }, unit: "steps" };
+
+function trError(msg) {
+  $("tr-error").textContent = msg;
+  $("tr-error").hidden = !msg;
+}
+function trStatus(text, status = "") {
+  $("tr-status").textContent = text;
+  $("tr-status").className = status;
+}
+const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
+
+// The base-model list: the served models, then "scratch". Until the user picks one, the model the
+// playground shows is preselected.
+function fillBases() {
+  const sel = $("tr-base");
+  const want = sel.dataset.touched ? sel.value : state.model;
+  const opts = state.models.map((m) => new Option(
+    `${m.id} — ${(m.cell || "?").toUpperCase()} ${m.layers}×${m.hidden}, ${m.vocab_size} characters`, m.id));
+  opts.push(new Option("scratch — a new network, sized below", "scratch"));
+  const key = opts.map((o) => `${o.value}\t${o.text}`).join("\n");
+  if (key !== sel.dataset.shown) {
+    sel.replaceChildren(...opts);
+    sel.dataset.shown = key;
+  }
+  const fallback = (state.models.find((m) => m.default) || state.models[0] || { id: "scratch" }).id;
+  sel.value = opts.some((o) => o.value === want) ? want : fallback;
+  showScratch();
+}
+
+// hidden and layers size a new network only: hidden (and out of the form's checks) for a fine-tune
+function showScratch() {
+  const scratch = $("tr-base").value === "scratch";
+  $("tr-scratch").hidden = !scratch;
+  for (const id of ["tr-hidden", "tr-layers"]) $(id).disabled = !scratch;
+}
+
+// steps or minutes: each unit keeps its own number
+function changeUnit() {
+  const unit = $("tr-unit").value, box = $("tr-length");
+  train.lengths[train.unit] = box.value;
+  train.unit = unit;
+  Object.assign(box, unit === "minutes" ? { min: "0.05", max: "10080", step: "any" }
+    : { min: "1", max: "1000000", step: "1" });
+  box.value = train.lengths[unit];
+}
+
+function jobRequest(fileId) {
+  const base = $("tr-base").value, n = Number($("tr-length").value);
+  const hyperparameters = $("tr-unit").value === "minutes" ? { minutes: n } : { n_steps: Math.round(n) };
+  if (base === "scratch") {
+    hyperparameters.hidden = Number($("tr-hidden").value);
+    hyperparameters.layers = Number($("tr-layers").value);
+  }
+  const body = { model: base, training_file: fileId, hyperparameters };
+  const suffix = $("tr-suffix").value.trim();
+  if (suffix) body.suffix = suffix;
+  return body;
+}
+
+async function startTraining(e) {
+  e.preventDefault();  // the form's own checks (a file, a length, the suffix's pattern) have passed
+  if (train.starting) return;
+  trError("");
+  const file = $("tr-file").files[0];
+  if (!file) {
+    trError("Choose a training text first.");
+    $("tr-file").focus();
+    return;
+  }
+  const limit = state.info && state.info.limits.max_file_bytes;
+  if (limit && file.size > limit) {  // refused before sending it all
+    trError(`${file.name}: the file is ${file.size} bytes; this server's limit is ${limit}`);
+    return;
+  }
+  train.starting = true;
+  $("tr-start").disabled = true;
+  try {
+    trStatus(`uploading ${file.name} (${file.size.toLocaleString("en")} bytes)…`);
+    const form = new FormData();
+    form.append("purpose", "fine-tune");
+    form.append("file", file, file.name);
+    let resp;
+    try {
+      resp = await fetch("/v1/files", { method: "POST", headers: authHeaders(), body: form });
+    } catch (err) {
+      throw new Error(`The upload of ${file.name} failed: ${err.message}`);
+    }
+    if (!resp.ok) throw new Error(`${file.name} was refused: ${await apiError(resp)}`);
+    const uploaded = await resp.json();
+    trStatus(`uploaded ${uploaded.filename} (${uploaded.status_details}); creating the job…`);
+    resp = await call(JOBS, jobRequest(uploaded.id));
+    if (!resp.ok) throw new Error(`The job was refused: ${await apiError(resp)}`);
+    follow(await resp.json());
+    loadJobs();
+  } catch (err) {
+    trError(err.message);
+    trStatus("");
+  } finally {
+    train.starting = false;
+    $("tr-start").disabled = false;
+  }
+}
+
+// Show a job from the start: its status, then every event so far and each new one.
+function follow(job) {
+  if (train.ctrl) train.ctrl.abort();
+  train.ctrl = null;
+  Object.assign(train, { job, seen: new Set(), points: [], metrics: null });
+  $("tr-job").hidden = false;
+  $("tr-samples").replaceChildren();
+  $("tr-done").hidden = true;
+  trError("");
+  drawChart();
+  showJob(job);
+  markListed();
+  stream(job.id);
+}
+
+async function stream(id) {
+  const ctrl = (train.ctrl = new AbortController());
+  const mine = () => train.ctrl === ctrl;
+  try {
+    const resp = await call(`${JOBS}/${id}/events?stream=true`, undefined, ctrl.signal);
+    if (!resp.ok) {
+      if (mine()) trError(await apiError(resp));
+      return;
+    }
+    for await (const data of sseData(resp)) {
+      if (!mine()) return;
+      if (data === "[DONE]") break;
+      onEvent(JSON.parse(data));
+    }
+  } catch (err) {
+    if (err.name === "AbortError" || !mine()) return;
+  }
+  // the job ended ([DONE]), or the connection dropped (a restarted server): read it, and follow on
+  if (!mine()) return;
+  await refreshJob();
+  if (mine() && ACTIVE.includes(train.job.status)) {
+    await sleep(2000);
+    if (mine()) stream(id);
+  }
+}
+
+function onEvent(ev) {
+  if (train.seen.has(ev.id)) return;
+  train.seen.add(ev.id);
+  const d = ev.data || {};
+  if (ev.type === "metrics") {
+    train.points.push({ step: d.step, train: d.train_loss, valid: d.valid_loss });
+    train.metrics = d;
+    train.job.step = Math.max(train.job.step || 0, d.step);
+    scheduleDraw();
+  } else if (typeof d.sample === "string") {
+    addSample(d.step, d.sample);
+  } else {
+    refreshJob();  // started, cancelled, finished, failed: its status changed
+  }
+}
+
+// Events come in bursts (a reopened job: all of them at once): the chart is drawn once per burst.
+function scheduleDraw() {
+  if (train.drawTimer) return;
+  train.drawTimer = setTimeout(() => {
+    train.drawTimer = 0;
+    drawChart();
+    if (train.job) showJob(train.job);
+  }, 50);
+}
+
+function addSample(step, text) {
+  const li = document.createElement("li");
+  li.dataset.step = step;
+  const head = document.createElement("div");
+  head.className = "step";
+  head.textContent = `step ${step}`;
+  const pre = document.createElement("pre");
+  pre.textContent = text;
+  li.append(head, pre);
+  const list = $("tr-samples");
+  list.prepend(li);
+  while (list.children.length > SAMPLES_SHOWN) list.lastElementChild.remove();
+}
+
+let jobAsked = 0;  // an answer older than a newer request (a cancel's included) is dropped
+async function refreshJob() {
+  if (!train.job) return;
+  const id = train.job.id, asked = ++jobAsked;
+  try {
+    const resp = await call(`${JOBS}/${id}`);
+    if (!resp.ok) throw new Error(await apiError(resp));
+    const job = await resp.json();
+    if (asked !== jobAsked) return;
+    if (train.readError) trError("");  // readable again (a restarted server)
+    train.readError = false;
+    setJob(job);
+  } catch (err) {
+    if (asked !== jobAsked || !train.job || train.job.id !== id) return;
+    train.readError = true;
+    trError(`Could not read the job: ${err.message}`);
+  }
+}
+
+function setJob(job) {
+  const old = train.job;
+  if (!old || old.id !== job.id) return;  // another job is shown now
+  if (!ACTIVE.includes(old.status) && ACTIVE.includes(job.status)) return;  // never back from an end
+  job.step = Math.max(job.step || 0, old.step || 0);
+  train.job = job;
+  showJob(job);
+  if (ACTIVE.includes(old.status) && !ACTIVE.includes(job.status)) loadJobs();
+}
+
+function duration(s) {
+  s = Math.max(0, Math.round(s));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
+}
+
+// "ftjob-…: running · step 12/40 · about 8 s left · validation loss 3.214"
+function showJob(job) {
+  const m = train.metrics, step = job.step || 0;
+  const parts = [`${job.id}: ${STATUS_WORDS[job.status] || job.status}`];
+  if (step || job.total_steps) parts.push(job.total_steps ? `step ${step}/${job.total_steps}` : `step ${step}`);
+  if (job.status === "running") {
+    const left = m && m.time_left_s != null ? m.time_left_s
+      : job.estimated_finish ? job.estimated_finish - Date.now() / 1000 : null;
+    if (left != null) parts.push(`about ${duration(left)} left`);
+  }
+  if (m && m.valid_loss != null) parts.push(`validation loss ${m.valid_loss.toFixed(3)}`);
+  trStatus(parts.join(" · "), job.status);
+  $("tr-cancel").hidden = !ACTIVE.includes(job.status);
+  if (job.status === "failed") {
+    const e = job.error;
+    trError(`The job failed: ${e ? `${e.message} (${e.code}${e.param ? `, ${e.param}` : ""})` : "no reason given"}`);
+  }
+  if (job.status === "succeeded" && job.fine_tuned_model) announceModel(job);
+}
+
+async function cancelJob() {
+  const job = train.job;
+  if (!job) return;
+  $("tr-cancel").disabled = true;
+  const asked = ++jobAsked;
+  try {
+    const resp = await call(`${JOBS}/${job.id}/cancel`, {});
+    if (!resp.ok) throw new Error(await apiError(resp));
+    const done = await resp.json();
+    if (asked === jobAsked) setJob(done);
+    if ($("tr-cancel").hidden) $("tr-start").focus();  // the focus is not lost with the button
+  } catch (err) {
+    trError(`Could not cancel ${job.id}: ${err.message}`);
+  } finally {
+    $("tr-cancel").disabled = false;
+  }
+}
+
+// The job's model: the picker is read again until it lists it, then a button chooses it.
+async function announceModel(job) {
+  if (train.announced === job.id) return;
+  train.announced = job.id;
+  const id = job.fine_tuned_model;
+  const listed = () => state.models.some((m) => m.id === id);
+  for (let i = 0; i < 10 && !listed(); i++) {
+    await loadModels();
+    if (!listed()) await sleep(1000);
+  }
+  if (!train.job || train.job.id !== job.id) return;
+  const box = $("tr-done");
+  if (!listed()) {
+    box.textContent = `${id} is not in this server's model list (deleted since?)`;
+  } else {
+    const btn = document.createElement("button");
+    btn.type = "button";
+    btn.id = "tr-use";
+    btn.textContent = `Use ${id}`;
+    btn.addEventListener("click", () => {
+      history.replaceState(null, "", location.pathname + location.search);  // off #train: to the prompt
+      chooseModel(id);
+      $("prompt").focus();  // scrolls up to the prompt: write something in the new model's characters
+    });
+    box.replaceChildren(`New model ${id}: it is in the model picker.`, btn);
+  }
+  box.hidden = false;
+}
+
+// ---- the loss chart: inline SVG, drawn here ----
+function svgEl(tag, attrs, text) {
+  const el = document.createElementNS($("tr-chart").namespaceURI, tag);  // SVG's namespace, as the page's <svg>
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  if (text != null) el.textContent = text;
+  return el;
+}
+
+function chartSummary(pts) {
+  if (!pts.length) return "Loss per step: no evaluation yet";
+  const last = pts[pts.length - 1];
+  const f = (v) => (Number.isFinite(v) ? v.toFixed(3) : "n/a");
+  return `Loss per step, ${pts.length} evaluation(s); at step ${last.step}: training loss ${f(last.train)}, ` +
+    `validation loss ${f(last.valid)}`;
+}
+
+function drawChart() {
+  const chart = $("tr-chart");
+  const pts = [...train.points].sort((a, b) => a.step - b.step);
+  const W = 640, H = 240, L = 46, R = 14, T = 12, B = 34;
+  const parts = [svgEl("desc", { id: "tr-chart-desc" }, chartSummary(pts))];
+  const maxStep = pts.reduce((a, p) => Math.max(a, p.step), Math.max(1, (train.job && train.job.total_steps) || 0));
+  const ys = pts.flatMap((p) => [p.train, p.valid]).filter(Number.isFinite);
+  let lo = ys.reduce((a, v) => Math.min(a, v), ys.length ? Infinity : 0);
+  let hi = ys.reduce((a, v) => Math.max(a, v), ys.length ? -Infinity : 1);
+  if (hi - lo < 1e-3) { lo -= 0.05; hi += 0.05; }
+  const pad = (hi - lo) * 0.08;
+  lo = Math.max(0, lo - pad);
+  hi += pad;
+  const x = (s) => (L + (W - L - R) * s / maxStep).toFixed(1);
+  const y = (v) => (T + (H - T - B) * (hi - v) / (hi - lo)).toFixed(1);
+  for (let k = 0; k <= 4; k++) {
+    const v = lo + (hi - lo) * k / 4;
+    parts.push(svgEl("line", { class: "grid", x1: L, x2: W - R, y1: y(v), y2: y(v) }),
+               svgEl("text", { x: L - 6, y: Number(y(v)) + 4, "text-anchor": "end" }, v.toFixed(2)));
+  }
+  for (const s of [0, Math.round(maxStep / 2), maxStep]) {
+    parts.push(svgEl("text", { x: x(s), y: H - B + 16, "text-anchor": "middle" }, String(s)));
+  }
+  parts.push(svgEl("text", { x: (L + W - R) / 2, y: H - 4, "text-anchor": "middle" }, "step"),
+             svgEl("line", { class: "axis", x1: L, x2: L, y1: T, y2: H - B }),
+             svgEl("line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B }));
+  for (const key of ["train", "valid"]) {
+    const line = pts.filter((p) => Number.isFinite(p[key]));
+    if (line.length > 1) {
+      parts.push(svgEl("polyline", { class: key, points: line.map((p) => `${x(p.step)},${y(p[key])}`).join(" ") }));
+    }
+    if (line.length <= 80) {  // a mark per evaluation, while they are few enough to tell apart
+      for (const p of line) {
+        const dot = svgEl("circle", { class: key, cx: x(p.step), cy: y(p[key]), r: 2.5 });
+        dot.append(svgEl("title", {}, `step ${p.step}: ${key === "train" ? "training" : "validation"} loss ` +
+                                      p[key].toFixed(4)));
+        parts.push(dot);
+      }
+    }
+  }
+  if (!pts.length) {
+    parts.push(svgEl("text", { x: (L + W - R) / 2, y: (T + H - B) / 2, "text-anchor": "middle" },
+                     "waiting for the first evaluation…"));
+  }
+  chart.replaceChildren(...parts);
+  chart.dataset.points = pts.length;
+}
+
+// ---- recent jobs: reopen one ----
+let jobsAsked = 0, jobsListed = false;
+async function loadJobs() {
+  const asked = ++jobsAsked;
+  const note = (text) => {
+    const li = document.createElement("li");
+    li.className = "hint";
+    li.textContent = text;
+    return li;
+  };
+  try {
+    const resp = await call(`${JOBS}?limit=5`);
+    if (!resp.ok) throw new Error(await apiError(resp));
+    const list = (await resp.json()).data;
+    if (asked !== jobsAsked) return;
+    $("tr-jobs").replaceChildren(...(list.length ? list.map((j) => {
+      const li = document.createElement("li");
+      const btn = document.createElement("button");
+      btn.type = "button";
+      btn.dataset.job = j.id;
+      const when = new Date(j.created_at * 1000).toLocaleTimeString();
+      btn.textContent = `${when} · ${j.id} · ${j.model}${j.suffix ? ` (${j.suffix})` : ""} · ${STATUS_WORDS[j.status] || j.status}` +
+        (j.fine_tuned_model ? ` → ${j.fine_tuned_model}` : "");
+      btn.title = "show this job";
+      btn.addEventListener("click", () => follow(j));
+      li.append(btn);
+      return li;
+    }) : [note("none yet")]));
+    markListed();
+    // a job still at work when the page opens: shown, as if never left
+    if (!jobsListed && !train.job && list[0] && ACTIVE.includes(list[0].status)) follow(list[0]);
+    jobsListed = true;
+  } catch (err) {
+    if (asked === jobsAsked) $("tr-jobs").replaceChildren(note(`The job list is unavailable: ${err.message}`));
+  }
+}
+
+function markListed() {
+  for (const b of document.querySelectorAll("#tr-jobs button")) {
+    b.setAttribute("aria-current", String(!!train.job && b.dataset.job === train.job.id));
+  }
+}
+
 // ---- wiring ---------------------------------------------------------------------------------
 document.addEventListener("DOMContentLoaded", () => {
   state.model = new URLSearchParams(location.search).get("model") || null;  // ?model=NAME: chosen before
@@ -453,7 +874,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("generate").addEventListener("click", generate);
   $("stop-btn").addEventListener("click", stop);
   document.addEventListener("keydown", (e) => {
-    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey) && !e.target.closest?.("#train")) {
       e.preventDefault();
       generate();
     } else if (e.key === "Escape") {
@@ -467,11 +888,22 @@ document.addEventListener("DOMContentLoaded", () => {
     loadInfo();
     loadModels();
     predict();
+    loadJobs();
   });
   $("in-what").addEventListener("change", drawHeat);
   $("in-layer").addEventListener("change", inspect);
   $("in-unit").addEventListener("change", inspect);
+  $("train-form").addEventListener("submit", startTraining);
+  $("tr-base").addEventListener("change", () => {
+    $("tr-base").dataset.touched = "1";
+    showScratch();
+  });
+  $("tr-unit").addEventListener("change", changeUnit);
+  $("tr-cancel").addEventListener("click", cancelJob);
+  $("tr-file").addEventListener("change", () => trError(""));
+  showScratch();
   loadInfo();
   loadModels();
   predict();
+  loadJobs();
 });

@@ -1,0 +1,320 @@
+"""Files and fine-tuning jobs (service/http/tuning.py, jobs/): uploads checked and stored, jobs planned
+and queued, trained by the trainer in its own process (jobs/runner.py -> python -m model.train),
+resumed after a kill -9, cancelled within seconds, and the result served by name."""
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT
+from model import CharRNN, ModelConfig, Vocab
+from model.checkpoint import save_weights
+
+TEXT = "the quick brown fox jumps over the lazy dog. " * 80  # 3,600 characters
+LATIN = Vocab(sorted(set(TEXT)))
+
+
+def base_model(folder: Path, name: str = "base", hidden: int = 32) -> Path:
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(len(LATIN), embed=8, hidden=hidden, layers=1, dropout=0.0)).eval()
+    save_weights(model, LATIN, folder / name, {"training": {"command": "python -m model.train --data base.txt"}})
+    return folder / name
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    models, data = tmp_path / "models", tmp_path / "data"
+    models.mkdir()
+    base_model(models)
+    return models, data
+
+
+@pytest.fixture
+def app(dirs):
+    from service import create_app
+    from service.settings import Settings
+
+    models, data = dirs
+    made = []
+
+    def make(**kw):
+        a = create_app(Settings(**{"weights": str(models / "base"), "models_dir": str(models), "data_dir": str(data),
+                                   "device": "cpu", **kw}))
+        made.append(a)
+        return a
+    yield make
+    for a in made:
+        a.extensions["charrnn"].engine.stop()
+
+
+def upload(client, content: bytes, name="text.txt", purpose="fine-tune"):
+    return client.post("/v1/files", data={"purpose": purpose, "file": (io.BytesIO(content), name)},
+                       content_type="multipart/form-data")
+
+
+def runner(dirs, **env):
+    models, data = dirs
+    full = {**os.environ, "CHARRNN_DATA_DIR": str(data), "CHARRNN_MODELS_DIR": str(models), "PYTHONPATH": str(ROOT),
+            **env}
+    return subprocess.Popen([sys.executable, "-m", "jobs.runner"], cwd=ROOT, env=full, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def wait(client, jid, until, timeout=180):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        job = client.get(f"/v1/fine_tuning/jobs/{jid}").get_json()
+        if until(job):
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"job {jid} still {job['status']} after {timeout}s: "
+                         f"{[e['message'] for e in client.get(f'/v1/fine_tuning/jobs/{jid}/events?limit=50').get_json()['data']]}")
+
+
+def events(client, jid) -> list[dict]:
+    return list(reversed(client.get(f"/v1/fine_tuning/jobs/{jid}/events?limit=1000").get_json()["data"]))
+
+
+def job(client, fid, **kw):
+    body = {"model": "base", "training_file": fid, "hyperparameters": {"n_steps": 40, "batch_size": 8, "seq_len": 32},
+            "seed": 1, **kw}
+    return client.post("/v1/fine_tuning/jobs", json=body)
+
+
+# --- uploads ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("content, name, settings, status, code, words", [
+    (b"abc\xffdef" * 500, "t.txt", {}, 400, "invalid_utf8", "byte offset 3"),
+    (b"too short", "t.txt", {}, 400, "file_too_small", "validation split"),
+    ("".join(chr(0x4E00 + i) for i in range(60)).encode() * 50, "t.txt", {"max_file_chars": 50}, 400,
+     "too_many_characters", "60 distinct"),
+    (TEXT.encode() * 3, "t.txt", {"max_file_bytes": 4096}, 413, "file_too_large", "limit is 4096"),
+    (b'{"text": "a"}\nnot json\n' * 200, "t.jsonl", {}, 400, "invalid_jsonl", "one JSON object per line"),
+])
+def test_each_bad_upload_is_a_4xx_that_says_what_and_where(app, content, name, settings, status, code, words):
+    client = app(**settings).test_client()
+    r = upload(client, content, name)
+    err = r.get_json()["error"]
+    assert r.status_code == status and err["code"] == code and words in err["message"], err
+    assert err["param"] == "file" and client.get("/v1/files").get_json()["data"] == []  # nothing stored
+
+
+def test_upload_requests_are_checked(app):
+    client = app().test_client()
+    assert upload(client, TEXT.encode(), purpose="batch").get_json()["error"]["param"] == "purpose"
+    r = client.post("/v1/files", data={"purpose": "fine-tune"}, content_type="multipart/form-data")
+    assert r.status_code == 400 and r.get_json()["error"]["code"] == "missing_file"
+
+
+def test_files_are_stored_listed_read_back_and_deleted(app, dirs):
+    client = app().test_client()
+    a = upload(client, TEXT.encode(), "../../etc/passwd").get_json()
+    assert a["object"] == "file" and a["filename"] == "passwd" and a["bytes"] == len(TEXT)
+    records = "".join(json.dumps({"prompt": "Q: fox?\n", "completion": "A: the quick brown fox.\n"}) + "\n"
+                      for _ in range(100)).encode()
+    b = upload(client, records, "qa.jsonl").get_json()
+    assert "jsonl: 3200 characters" in b["status_details"]
+    assert [f["id"] for f in client.get("/v1/files").get_json()["data"]] == [b["id"], a["id"]]
+    page = client.get("/v1/files?limit=1").get_json()
+    assert [f["id"] for f in page["data"]] == [b["id"]] and page["has_more"]
+    assert client.get(f"/v1/files/{a['id']}").get_json() == a
+    assert client.get(f"/v1/files/{b['id']}/content").data == records  # the bytes as uploaded
+    files = dirs[1] / "files"
+    assert sorted(p.name for p in files.iterdir()) == sorted(f"{i}.{k}" for i in (a["id"], b["id"]) for k in ("bin", "txt"))
+    assert client.delete(f"/v1/files/{a['id']}").get_json() == {"id": a["id"], "object": "file", "deleted": True}
+    assert client.get(f"/v1/files/{a['id']}").status_code == 404
+    assert client.get("/v1/files/..%2F..%2Fjobs.db").status_code == 404
+
+
+def test_the_disk_cap_refuses_uploads_beyond_it(app):
+    client = app(max_data_bytes=1 << 20).test_client()
+    big = ("ab " * 120_000).encode()  # 360 kB, stored twice (as uploaded, and as text)
+    assert upload(client, big).status_code == 200
+    r = upload(client, big)
+    assert r.status_code == 413 and r.get_json()["error"]["code"] == "storage_full"
+
+
+# --- jobs without a trainer ------------------------------------------------------------------------
+def test_job_requests_are_checked(app):
+    client = app().test_client()
+    fid = upload(client, TEXT.encode()).get_json()["id"]
+    r = job(client, fid, model="gpt-4")
+    assert r.status_code == 404 and r.get_json()["error"]["code"] == "model_not_found"
+    r = job(client, "file-nope")
+    assert r.status_code == 404 and r.get_json()["error"]["param"] == "training_file"
+    r = job(client, fid, hyperparameters={"hidden": 64})
+    assert r.status_code == 400 and "scratch" in r.get_json()["error"]["message"]
+    r = job(client, fid, hyperparameters={"batch_size": 512, "seq_len": 512})
+    assert r.status_code == 400 and "too short" in r.get_json()["error"]["message"]
+    for bad in ({"suffix": "no/slash"}, {"suffix": "x" * 19}, {"integrations": [{"type": "wandb"}]},
+                {"hyperparameters": {"n_epochs": 0}}, {"hyperparameters": {"warp": 9}}):
+        assert job(client, fid, **bad).status_code == 400, bad
+
+
+def test_jobs_list_in_pages_and_a_queued_job_cancels_at_once(app):
+    client = app().test_client()
+    fid = upload(client, TEXT.encode()).get_json()["id"]
+    ids = [job(client, fid, suffix=f"s{i}").get_json()["id"] for i in range(3)]
+    first = client.get(f"/v1/fine_tuning/jobs/{ids[0]}").get_json()
+    assert first["status"] == "queued" and first["fine_tuned_model"] is None and first["total_steps"] == 40
+    page = client.get("/v1/fine_tuning/jobs?limit=2").get_json()
+    assert [j["id"] for j in page["data"]] == ids[:0:-1] and page["has_more"]
+    rest = client.get(f"/v1/fine_tuning/jobs?limit=2&after={ids[1]}").get_json()
+    assert [j["id"] for j in rest["data"]] == [ids[0]] and not rest["has_more"]
+    r = client.post(f"/v1/fine_tuning/jobs/{ids[0]}/cancel").get_json()
+    assert r["status"] == "cancelled" and r["finished_at"]
+    assert client.post(f"/v1/fine_tuning/jobs/{ids[0]}/cancel").status_code == 400
+    assert [e["message"] for e in events(client, ids[0])][-1] == "Job cancelled"
+    assert client.get("/v1/fine_tuning/jobs/ftjob-nope").status_code == 404
+
+
+def test_a_queued_job_whose_file_was_deleted_fails_with_a_clear_error(app, dirs):
+    client = app().test_client()
+    fid = upload(client, TEXT.encode()).get_json()["id"]
+    jid = job(client, fid).get_json()["id"]
+    client.delete(f"/v1/files/{fid}")
+    from jobs.runner import Runner, RunnerConfig
+
+    Runner(RunnerConfig(data_dir=str(dirs[1]), models_dir=str(dirs[0]))).tick()
+    j = client.get(f"/v1/fine_tuning/jobs/{jid}").get_json()
+    assert j["status"] == "failed" and j["error"]["code"] == "file_not_found" and fid in j["error"]["message"]
+
+
+# --- jobs with the trainer ---------------------------------------------------------------------------
+def test_a_job_trains_in_its_own_process_and_its_model_is_served(app, dirs):
+    client = app().test_client()
+    fid = upload(client, TEXT.encode()).get_json()["id"]
+    jid = job(client, fid, suffix="fox").get_json()["id"]
+    proc = runner(dirs)
+    try:
+        j = wait(client, jid, lambda j: j["status"] in ("succeeded", "failed", "cancelled"))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert j["status"] == "succeeded", (j["error"], _debug_events(client, jid))
+    name = j["fine_tuned_model"]
+    assert name.startswith("ft-base-fox-") and j["trained_tokens"] == 40 * 8 * 32
+    evs = events(client, jid)
+    metrics = [e for e in evs if e["type"] == "metrics"]
+    assert metrics and metrics[-1]["data"]["step"] == 40 and metrics[-1]["data"]["total_steps"] == 40
+    assert {"train_loss", "valid_loss", "chars_per_second", "time_left_s"} <= set(metrics[0]["data"])
+    assert any(e["message"].startswith("Sample at step") and e["data"]["sample"] for e in evs)
+    ckpts = client.get(f"/v1/fine_tuning/jobs/{jid}/checkpoints?limit=100").get_json()["data"]
+    assert [c["step_number"] for c in ckpts] == sorted({m["data"]["step"] for m in metrics}, reverse=True)
+    card = client.get(f"/v1/models/{name}").get_json()
+    ft = card["fine_tune"]
+    assert ft["job"] == jid and ft["base"] == "base" and ft["training_file"] == fid and ft["data_sha256"]
+    assert ft["commands"]["base"] == "python -m model.train --data base.txt" and "--init" in ft["commands"]["fine_tune"]
+    assert card["validation"]["protocol"] == "training" and card["validation"]["loss"] == pytest.approx(
+        min(m["data"]["valid_loss"] for m in metrics))
+    r = client.post("/generate", json={"model": name, "prompt": "the ", "max_new_chars": 30, "seed": 1})
+    assert r.status_code == 200 and set(r.get_json()["completions"][0]["text"]) <= set(LATIN.chars)
+    assert not (dirs[1] / "jobs" / jid).exists()  # the finished job's checkpoints are gone
+    assert client.delete("/v1/models/base").status_code == 403  # only fine-tuned models
+    assert client.delete(f"/v1/models/{name}").get_json()["deleted"] is True
+    assert client.post("/generate", json={"model": name, "prompt": "the "}).status_code == 404
+
+
+def _wait_step(client, jid, step, timeout=120):
+    return wait(client, jid, lambda j: j["step"] >= step or j["status"] in ("succeeded", "failed"), timeout)
+
+
+def test_a_trainer_killed_with_sigkill_resumes_from_its_checkpoint(app, dirs):
+    client = app().test_client()
+    fid = upload(client, TEXT.encode()).get_json()["id"]
+    # A time budget (30 s of training, resumed sessions included) rather than steps: however fast this
+    # machine trains, both kills land while the job runs, and it still ends by itself.
+    jid = job(client, fid, hyperparameters={"minutes": 0.5, "batch_size": 16, "seq_len": 64}).get_json()["id"]
+    proc = runner(dirs)
+    try:
+        j = _wait_step(client, jid, 50)
+        assert j["status"] == "running"
+        from jobs.store import Store
+        os.kill(Store(dirs[1]).job(jid)["pid"], signal.SIGKILL)  # the training process
+        j = _wait_step(client, jid, j["step"] + 50)
+        assert j["status"] == "running"
+        proc.send_signal(signal.SIGKILL)  # and then the runner itself: its trainer dies with it
+        proc.wait()
+        proc = runner(dirs)
+        j = wait(client, jid, lambda j: j["status"] in ("succeeded", "failed"))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert j["status"] == "succeeded", (j["error"], _debug_events(client, jid))
+    restarts = [e for e in events(client, jid) if e["message"].startswith("Trainer restarted")]
+    assert len(restarts) == 2, _debug_events(client, jid)
+    card = client.get(f"/v1/models/{j['fine_tuned_model']}").get_json()
+    steps = [e["data"]["step"] for e in events(client, jid) if e["type"] == "metrics"]
+    # every evaluation once, in order, none lost; the last where the time budget ran out
+    assert steps[:-1] == list(range(25, 25 * len(steps), 25)) and steps[-1] > steps[-2]
+    assert card["fine_tune"]["job"] == jid
+
+
+def test_a_running_job_cancels_within_seconds_and_keeps_its_events(app, dirs):
+    client = app().test_client()
+    fid = upload(client, TEXT.encode()).get_json()["id"]
+    jid = job(client, fid, hyperparameters={"n_steps": 100000, "batch_size": 8, "seq_len": 32}).get_json()["id"]
+    proc = runner(dirs)
+    try:
+        _wait_step(client, jid, 1)
+        t0 = time.time()
+        assert client.post(f"/v1/fine_tuning/jobs/{jid}/cancel").get_json()["status"] == "cancelled"
+        deadline = time.time() + 30
+        while time.time() < deadline and not any(e["message"].startswith("The trainer stopped")
+                                                 for e in events(client, jid)):
+            time.sleep(0.2)
+        stopped = time.time() - t0
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert stopped < 15
+    msgs = [e["message"] for e in events(client, jid)]
+    assert any(m.startswith("Step ") for m in msgs) and msgs[-1].startswith("The trainer stopped")
+    assert client.get(f"/v1/fine_tuning/jobs/{jid}").get_json()["status"] == "cancelled"
+    assert not (dirs[1] / "jobs" / jid).exists()
+
+
+def test_a_text_in_any_script_with_a_capped_vocabulary(app, dirs):
+    """Thousands of distinct characters (CJK and astral ones); max_vocab keeps the most frequent, the
+    rest read as one unknown symbol the server never generates, and streams never cut a character."""
+    common = "".join(chr(0xAC00 + i) for i in range(40)) + " \n😀"  # Hangul syllables, space, newline, an emoji
+    rare = [chr(0x4E00 + i) for i in range(3000)]                     # 3,000 CJK ideographs, once each
+    text = "".join(common[i % len(common)] + rare[i % 3000] * (i < 3000) for i in range(9000))
+    client = app().test_client()
+    fid = upload(client, text.encode("utf-8")).get_json()["id"]
+    r = client.post("/v1/fine_tuning/jobs", json={"model": "scratch", "training_file": fid, "suffix": "ko", "seed": 2,
+                                                  "hyperparameters": {"n_steps": 30, "batch_size": 8, "seq_len": 32,
+                                                                      "max_vocab": 43, "hidden": 32, "layers": 1}})
+    jid = r.get_json()["id"]
+    proc = runner(dirs)
+    try:
+        j = wait(client, jid, lambda j: j["status"] in ("succeeded", "failed", "cancelled"))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert j["status"] == "succeeded", (j["error"], _debug_events(client, jid))
+    name = j["fine_tuned_model"]
+    card = client.get(f"/v1/models/{name}").get_json()
+    assert card["unknown"] == "\ufffd" and card["vocab_size"] == 44
+    assert set(card["vocab"]) == set(common) | {"\ufffd"} and card["vocab"] == sorted(card["vocab"])
+    body = {"model": name, "prompt": common[:2], "max_new_chars": 400, "seed": 3, "temperature": 1.5}
+    r = client.post("/generate", json=body)
+    assert r.status_code == 200, r.get_json()
+    plain = r.get_json()["completions"][0]["text"]
+    assert "\ufffd" not in plain and set(plain) <= set(common)
+    stream = client.post("/generate", json={**body, "stream": True}).data.decode()
+    chunks = [json.loads(line[6:]) for line in stream.splitlines() if line.startswith("data: {")]
+    assert "".join(c.get("text", "") for c in chunks) == plain  # whole characters, the emoji included
+    # a rare character in a prompt reads as the unknown symbol, as in training; it is never generated
+    r = client.post("/predict-next", json={"model": name, "text": common[0] + rare[5], "top_k": 44})
+    assert r.status_code == 200 and r.get_json()["text"] == common[0] + "\ufffd"
+
+
+def _debug_events(client, jid):
+    return [(e["level"], e["message"][:60]) for e in events(client, jid) if e["type"] == "message" and not e["message"].startswith("Sample")]
