@@ -96,8 +96,10 @@ class Runner:
             signal.signal(sig, lambda *_: setattr(self, "_stop", True))
         log.info("trainer: data %s, models %s, %d job(s) at once, %d thread(s), nice %d", self.store.dir,
                  self.models, self.cfg.max_jobs, self.cfg.threads, self.cfg.nice)
+        beat = self.store.dir / "runner.heartbeat"
         while not self._stop:
             self.tick()
+            beat.touch()  # /info tells whether a trainer is alive by this file's age
             time.sleep(self.cfg.poll_s)
         self.shutdown()
 

@@ -107,11 +107,27 @@ def info():
                   "max_context": lane.max_context},
         "models": {"default": reg.default, "dir": str(reg.dir), "available": reg.names(), "loaded": reg.loaded(),
                    "max_loaded": c.settings.max_loaded},
+        "trainer": trainer_state(),
         "device": str(c.device), "precision": m.precision,
         "precision_probe": reg.describe(reg.default)["entry"].precision_probe or None,  # us per step, when measured
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "limits": {**c.settings.limits(), "max_context": lane.max_context}})
+
+
+def trainer_state() -> dict:
+    """Whether fine-tuning jobs will run: the trainer's mode, its heartbeat, the jobs waiting and training."""
+    c = ctx()
+    beat = c.store.dir / "runner.heartbeat"
+    try:
+        age = time.time() - beat.stat().st_mtime
+    except OSError:
+        age = None
+    jobs = c.store.jobs(("queued", "running"))
+    return {"mode": c.settings.trainer, "alive": age is not None and age < 10,
+            "last_seen_s": None if age is None else round(age, 1), "max_jobs": c.settings.max_jobs,
+            "threads": c.settings.train_threads, "queued": sum(j["status"] == "queued" for j in jobs),
+            "running": sum(j["status"] == "running" for j in jobs)}
 
 
 def metrics():

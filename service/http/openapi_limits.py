@@ -31,6 +31,7 @@ class Served:
     cell: str
     layers: int
     hidden: int
+    unknown: str | None = None  # trained with --max-vocab: every other character reads as this one (never generated)
 
     @classmethod
     def from_card(cls, card: dict | None) -> Served | None:
@@ -39,7 +40,8 @@ class Served:
 
         try:
             cfg = ModelConfig.from_dict({**card["config"], "vocab_size": len(card["vocab"])})
-            return cls(tuple(card["vocab"]), cfg.cell, cfg.layers, cfg.hidden)
+            unknown = card.get("unknown") if card.get("unknown") in card["vocab"] else None
+            return cls(tuple(card["vocab"]), cfg.cell, cfg.layers, cfg.hidden, unknown)
         except Exception:
             return None
 
@@ -49,15 +51,24 @@ def _char_class(chars) -> str:
     return "".join(f"\\u{ord(c):04x}" if ord(c) < 0x10000 else c for c in chars)
 
 
-def _known(chars) -> str:
-    return f"^[{_char_class(chars)}]*$"
+def _text(m: Served) -> dict:
+    """A text the model reads: of its characters, unless it has an unknown symbol (then any)."""
+    return {} if m.unknown else {"pattern": f"^[{_char_class(m.chars)}]*$"}
 
 
-def _bans_all(size: int) -> dict:
-    """A logit_bias banning every character of a vocabulary of `size` is refused: this, to `not`. Its keys
-    being the vocabulary's (propertyNames), `size` of them is all of them; every one -100 bans them all.
-    (Spelled with `required` and a `properties` per key, the same rule is beyond schemathesis' generator.)"""
-    return {"type": "object", "minProperties": size, "additionalProperties": {"maximum": -100}}
+def _bans_all(size: int, unknown_key: str | None) -> dict:
+    """A logit_bias that bans every character is refused: this, to `not`. Its keys being the vocabulary's
+    (propertyNames), `size` keys (as many as characters) are all of them, each at -100 bans them all. The
+    unknown symbol (its key: `unknown_key`) is banned anyway, so with one, all the other keys at -100
+    are enough. (Spelled with `required` and a `properties` per key, the rule is beyond schemathesis'
+    generator.)"""
+    each = {"maximum": -100}
+    if unknown_key is None:
+        return {"type": "object", "minProperties": size, "additionalProperties": each}
+    return {"type": "object", "anyOf": [  # (additionalProperties: the keys its `properties` does not name)
+        {"properties": {unknown_key: False}, "minProperties": size - 1, "additionalProperties": each},
+        {"properties": {unknown_key: True}, "required": [unknown_key], "minProperties": size,
+         "additionalProperties": each}]}
 
 
 def _prop(schema: dict, name: str) -> dict:
@@ -103,8 +114,8 @@ def per_model(schema: dict, served: dict[str, Served | None], default: str | Non
     _merge(schema["properties"]["model"], {"enum": names})
     groups: dict[str, tuple[dict, list[str]]] = {}
     for name, model in served.items():
-        if model is not None:
-            c = rules(model)
+        c = {p: v for p, v in rules(model).items() if v} if model is not None else {}
+        if c:  # a model with none (or whose card cannot say) is in no group
             groups.setdefault(json.dumps(c, sort_keys=True), (c, []))[1].append(name)
     for constraints, group in groups.values():
         props, required = dict(when or {}), []
@@ -134,7 +145,7 @@ def complete_native(spec: dict, settings, served: dict[str, Served | None], defa
         s = schemas[name]
         _prop(s, text_field)["maxLength"] = settings.max_prompt_chars
         # Characters outside the model's vocabulary are a 422 unless the request says to skip them.
-        per_model(s, served, default, lambda m, f=text_field: {f: {"pattern": _known(m.chars)}}, when=NOT_SKIPPED)
+        per_model(s, served, default, lambda m, f=text_field: {f: _text(m)}, when=NOT_SKIPPED)
     _prop(schemas["PredictRequest"], "top_k")["maximum"] = settings.max_top_k
     g = schemas["GenerateRequest"]
     for field, limit in (("max_new_chars", settings.max_new_chars), ("n", settings.max_n),
@@ -146,7 +157,7 @@ def complete_native(spec: dict, settings, served: dict[str, Served | None], defa
     # logit_bias keys: single characters of the model's vocabulary, not all of them banned
     _prop(g, "logit_bias")["additionalProperties"] = {"type": "number", "minimum": -100, "maximum": 100}
     per_model(g, served, default, lambda m: {"logit_bias": {"propertyNames": {"pattern": f"^[{_char_class(m.chars)}]$"},
-                                                            "not": _bans_all(len(m.chars))}})
+                                                            "not": _bans_all(len(m.chars), m.unknown)}})
 
     refs, defs = models_json_schema([(m, "serialization") for m in (StreamText, StreamFinal, StreamError)],
                                     ref_template="#/components/schemas/{model}")
@@ -178,9 +189,11 @@ def _alts(schema: dict) -> dict:
 def _v1_rules(m: Served) -> dict:
     """/v1/completions per model: prompts of its characters or its indices; logit_bias keys are its indices."""
     last, keys = len(m.chars) - 1, [str(i) for i in range(len(m.chars))]
-    known = {"pattern": _known(m.chars)}
-    return {"prompt": {**known, "items": {**known, "maximum": last, "items": {"maximum": last}}},
-            "logit_bias": {"propertyNames": {"pattern": "^(" + "|".join(keys) + ")$"}, "not": _bans_all(len(keys))}}
+    unknown = None if m.unknown is None else str(m.chars.index(m.unknown))
+    # one schema for every form of prompt: `pattern` holds for strings only, `maximum` for integers only
+    return {"prompt": {**_text(m), "items": {**_text(m), "maximum": last, "items": {"maximum": last}}},
+            "logit_bias": {"propertyNames": {"pattern": "^(" + "|".join(keys) + ")$"},
+                           "not": _bans_all(len(keys), unknown)}}
 
 
 def complete_openai(spec: dict, settings, served: dict[str, Served | None]) -> dict:
@@ -245,7 +258,7 @@ def complete_inspect(spec: dict, settings, served: dict[str, Served | None], def
     _prop(s, "top_units")["maximum"] = settings.max_inspect_units
     s["properties"]["what"]["uniqueItems"] = True
     default = default if default in lstm else None
-    per_model(s, lstm, default, lambda m: {"text": {"pattern": _known(m.chars)}}, when=NOT_SKIPPED)
+    per_model(s, lstm, default, lambda m: {"text": _text(m)}, when=NOT_SKIPPED)
     per_model(s, lstm, default, lambda m: {"layer": {"minimum": -m.layers, "maximum": m.layers - 1},
                                            "units": {"items": {"maximum": m.hidden - 1}}})
     return spec

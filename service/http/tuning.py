@@ -183,6 +183,8 @@ def job_events(job_id: str):
     j, store = _job(job_id), _store()
     if request.args.get("stream") in ("true", "1"):
         return _follow(j["id"])
+    if request.args.get("stream") not in (None, "false", "0"):
+        raise _bad("stream", "stream is true or false")
     limit, after = _int_arg("limit", 20, 1, 1000), request.args.get("after")
     events = list(reversed(store.events(j["id"])))  # newest first, as OpenAI lists them
     if after:
@@ -192,17 +194,20 @@ def job_events(job_id: str):
 
 
 def _follow(job_id: str):
-    """Server-sent events: every event so far, oldest first, then each new one as it is written, until
-    the job ends (then [DONE]). A comment line every 15 s keeps proxies from closing a quiet stream."""
+    """Server-sent events: every event so far (or after `after` / Last-Event-ID: a reconnecting client
+    resumes where it was), oldest first, then each new one as it is written, until the job ends (then
+    [DONE]). Each carries its id; a comment line every 15 s keeps proxies from closing a quiet stream."""
     store = _store()
+    since = request.args.get("after") or request.headers.get("Last-Event-ID")
+    start = next((e["seq"] for e in store.events(job_id) if e["id"] == since), 0) if since else 0
 
     def body():
-        seq, quiet = 0, time.monotonic()
+        seq, quiet = start, time.monotonic()
         while True:
             new = store.events(job_id, after_seq=seq)
             if new:
                 seq, quiet = new[-1]["seq"], time.monotonic()
-                yield "".join(sse(_event_out(e)) for e in new)
+                yield "".join(f"id: {e['id']}\n" + sse(_event_out(e)) for e in new)
             elif store.job(job_id)["status"] in FINAL:
                 yield sse("[DONE]")
                 return
