@@ -1,4 +1,7 @@
-# Char-RNN text-generation service: gunicorn + Flask, the shipped model baked in.
+# Char-RNN text-generation service: gunicorn + Flask, the shipped model baked in (the default,
+# /app/weights/shakespeare) and every NAME.safetensors + NAME.json of /models served as model NAME
+# (CHARRNN_MODELS_DIR; found and reloaded while the server runs). Mount a volume at /models to add
+# models (docker-compose.yml, deploy/k8s); unmounted, /models is an empty folder of the container.
 #   docker build -t charrnn .                      (torch from PyPI: the CUDA build on Linux x86-64)
 #   docker build -t charrnn:cpu --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu .
 ARG BASE_IMAGE=python:3.11-slim
@@ -13,6 +16,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PORT=8000 \
     CHARRNN_WEIGHTS=weights/shakespeare \
+    CHARRNN_MODELS_DIR=/models \
+    CHARRNN_DATA_DIR=/data \
     CHARRNN_DEVICE=auto
 
 WORKDIR /app
@@ -29,10 +34,17 @@ print('\n'.join(p['dependencies'] + p['optional-dependencies']['serve']))" > /tm
 
 COPY model/ model/
 COPY service/ service/
+COPY jobs/ jobs/
 COPY gunicorn.conf.py ./
 COPY weights/ weights/
 
-RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin charrnn
+# uid and gid 10001 (deploy/k8s runs the pod as these). /models belongs to that user: a fresh named
+# volume mounted there takes its owner and mode from the image's folder, so the service (and a
+# trainer running from this image) can write models into it.
+RUN set -eux; \
+    groupadd --gid 10001 charrnn; \
+    useradd --create-home --uid 10001 --gid 10001 --shell /usr/sbin/nologin charrnn; \
+    install -d -o charrnn -g charrnn -m 0755 /models /data
 USER charrnn
 
 EXPOSE 8000

@@ -36,6 +36,7 @@ PR_SET_PDEATHSIG = 1
 class RunnerConfig:
     data_dir: str = "runs/service"
     models_dir: str = "weights"
+    weights: str = "weights/shakespeare"  # the servers' default model: a base a job may name, wherever it lives
     max_jobs: int = 1        # trainers at once
     threads: int = 1         # torch threads per trainer
     nice: int = 10           # niceness of the trainers: serving keeps the CPU it needs
@@ -46,8 +47,8 @@ class RunnerConfig:
     def from_env(cls, environ=None) -> "RunnerConfig":
         env = os.environ if environ is None else environ
         names = {"data_dir": "CHARRNN_DATA_DIR", "models_dir": "CHARRNN_MODELS_DIR", "max_jobs": "CHARRNN_MAX_JOBS",
-                 "threads": "CHARRNN_TRAIN_THREADS", "nice": "CHARRNN_TRAIN_NICE"}
-        kinds = {"data_dir": str, "models_dir": str, "max_jobs": int, "threads": int, "nice": int}
+                 "threads": "CHARRNN_TRAIN_THREADS", "nice": "CHARRNN_TRAIN_NICE", "weights": "CHARRNN_WEIGHTS"}
+        kinds = {"data_dir": str, "models_dir": str, "max_jobs": int, "threads": int, "nice": int, "weights": str}
         return cls(**{k: kinds[k](env[v]) for k, v in names.items() if env.get(v)})
 
 
@@ -84,8 +85,11 @@ class Runner:
         return self.store.jobs_dir / job_id
 
     def _base_prefix(self, base: str) -> Path | None:
-        """A base model's weights prefix, when both of its files are in the models directory."""
-        p = self.models / base
+        """A base model's weights prefix, when both of its files are there: the servers' default model (as
+        the registry finds it), else the models directory."""
+        default = Path(self.cfg.weights)
+        default = default.with_suffix("") if default.suffix in (".safetensors", ".json") else default
+        p = default if base == default.name else self.models / base
         return p if Path(f"{p}.safetensors").is_file() and Path(f"{p}.json").is_file() else None
 
     # --- the loop -------------------------------------------------------------------------------

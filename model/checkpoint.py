@@ -75,10 +75,18 @@ def save_weights(model: CharRNN, vocab: Vocab, prefix: str | Path, card: dict | 
     """Write PREFIX.safetensors (tensors by their PyTorch names) and PREFIX.json (model card)."""
     prefix = weights_prefix(prefix)
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
+    digest = {}
+
+    def write_tensors(tmp: str) -> None:
+        save_file(tensors, tmp)
+        digest["sha256"] = sha256_file(tmp)
+
+    atomic_write(prefix.with_suffix(".safetensors"), write_tensors)
+    # The card names its weights: a reader that meets the new weights beside the old card (between
+    # the two renames) can tell the pair is not one yet (service/core/registry.py).
     full = {"format": "charrnn-v1", "vocab": vocab.chars, "config": model.cfg.to_dict(),
             "dtype": str(dtype).removeprefix("torch."), "parameters": model.num_params(),
-            **(card or {})}
-    atomic_write(prefix.with_suffix(".safetensors"), lambda tmp: save_file(tensors, tmp))
+            **(card or {}), "weights_sha256": digest["sha256"]}
     atomic_write_text(prefix.with_suffix(".json"), json.dumps(full, indent=2, ensure_ascii=False) + "\n")
 
 

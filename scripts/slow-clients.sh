@@ -16,7 +16,7 @@ compose() { docker compose -f docker-compose.yml "$@"; }
 cleanup() {
   rc=$?
   [[ $rc -ne 0 ]] && compose logs --no-color --tail=50 >&2 || true
-  compose down --remove-orphans --timeout 20 >/dev/null 2>&1 || true
+  compose down --volumes --remove-orphans --timeout 20 >/dev/null 2>&1 || true
   exit $rc
 }
 trap cleanup EXIT

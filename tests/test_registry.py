@@ -281,3 +281,19 @@ def test_models_endpoints_are_behind_the_key(app_of):
     assert client.get("/v1/models").status_code == 401
     assert client.get("/v1/models/greek").status_code == 401
     assert client.get("/v1/models", headers={"Authorization": "Bearer k1"}).status_code == 200
+
+
+def test_new_weights_beside_the_old_card_wait_for_their_own_card(app_of, models, tmp_path):
+    """Between save_weights' two renames the new weights sit beside the old card; the card names its
+    weights' sha256, so that half-replaced pair is never served, even when the shapes match."""
+    client = app_of().test_client()
+    old = complete(client, "greek").get_json()["choices"][0]["text"]
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    write_model(staging, "greek", GREEK, seed=11)
+    os.replace(staging / "greek.safetensors", models / "greek.safetensors")  # the first rename only
+    assert complete(client, "greek").get_json()["choices"][0]["text"] == old
+    assert "names other weights" in cards(client)["greek"]["error"]
+    os.replace(staging / "greek.json", models / "greek.json")  # the second
+    assert complete(client, "greek").get_json()["choices"][0]["text"] != old
+    assert cards(client)["greek"]["error"] is None

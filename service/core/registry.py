@@ -131,6 +131,10 @@ class Registry:
             files.sha256 = hashlib.sha256(files.weights).hexdigest()
         if self._ident(prefix)[0] != ident:
             raise LoadError("the files changed while being read")
+        named = card.get("weights_sha256")
+        if with_weights and named and named != files.sha256:
+            raise LoadError(f"{prefix.name}.json names other weights (sha256 {named[:12]}, these are "
+                            f"{files.sha256[:12]}): a pair being replaced, or mismatched")
         return files
 
     # --- lookups ------------------------------------------------------------------------------
