@@ -3,8 +3,12 @@
 #   1. `docker compose up` (nginx in front of one replica): the curl smoke test through nginx,
 #      nginx's own limits and that streams come through unbuffered;
 #   2. the scale override with 2 replicas: requests reach both (each replica's /metrics, read
-#      inside its container), one replica is stopped and requests through nginx still succeed.
-# Prints the containers' logs on failure and always tears down.
+#      inside its container); the replicas share the `models` volume: a model written through one
+#      replica is listed and served by every replica (each asked inside its container) and through
+#      nginx, scripts/add-model.sh adds another, and overwriting the first hot-reloads it on every
+#      replica (its sha256 in /v1/models); then one replica is stopped and requests through nginx
+#      still succeed.
+# Prints the containers' logs on failure and always tears down (the models volume included).
 #   scripts/container-smoke.sh            (CHARRNN_PORT=18000 by default, to stay out of the way)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +26,8 @@ cleanup() {
     echo "--- container logs (failure) ---" >&2
     compose logs --no-color --tail=100 >&2 || true
   fi
-  compose down --remove-orphans --timeout 20 >/dev/null 2>&1 || true
+  compose down --volumes --remove-orphans --timeout 20 >/dev/null 2>&1 || true
+  [[ -n ${scratch:-} ]] && rm -rf "$scratch"
   exit $rc
 }
 trap cleanup EXIT
@@ -47,11 +52,16 @@ not_root() {
   user=$(docker inspect --format '{{.Config.User}}' "$1")
   [[ -n $user && $user != root && $user != 0 ]] || fail "container $1 runs as root"
 }
-# predict_count CID -> the replica's count of answered /predict-next requests, from its /metrics
-predict_count() {
+# served CID ENDPOINT [MODEL] -> the replica's count of ENDPOINT requests answered 200 (for MODEL,
+# else for every model), from its /metrics: charrnn_requests_total{endpoint=,status=,model=}
+served() {
   docker exec "$1" python -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8000/metrics', timeout=5).read().decode())" \
-    | awk '/^charrnn_requests_total\{endpoint="\/predict-next",status="200"\}/ {print int($2)}' | grep . || echo 0
+    | awk -v ep="$2" -v model="${3:-}" '
+        /^charrnn_requests_total\{/ && index($0, "endpoint=\"" ep "\"") && index($0, "status=\"200\"") &&
+        (model == "" || index($0, "model=\"" model "\"")) { n += $NF }
+        END { print int(n) }'
 }
+predict_count() { served "$1" /predict-next; }
 predict() {  # one /predict-next through nginx -> its HTTP status
   curl -s -o /dev/null -m 30 -w '%{http_code}' "$BASE/predict-next" -H 'Content-Type: application/json' \
     -d '{"text": "ROMEO:", "top_k": 2}'
@@ -104,6 +114,101 @@ for i in $(seq 1 60); do
 done
 echo "requests through nginx: $ok of $i answered 200; replica A served $a, replica B served $b"
 (( ok == i && a > 0 && b > 0 )) || fail "requests did not reach both replicas (or failed)"
+
+# --- the shared models volume -----------------------------------------------------------------
+# write_model CID PREFIX SEED: a small random model written as PREFIX.safetensors + PREFIX.json by
+# that one replica (save_weights: each file to a temp name beside it, then renamed) -> the sha256
+# of its weights
+write_model() {
+  docker exec "$1" python -c 'import sys, torch
+from model import CharRNN, ModelConfig, Vocab
+from model.checkpoint import save_weights
+torch.manual_seed(int(sys.argv[2]))
+v = Vocab(sorted(set("abc xyz\n")))
+save_weights(CharRNN(ModelConfig(len(v), embed=8, hidden=16, layers=1, dropout=0.0)).eval(), v, sys.argv[1])' "$2" "$3"
+  docker exec "$1" sha256sum "$2.safetensors" | cut -d' ' -f1
+}
+# model_state CID NAME -> "LOADED SHA256 RELOAD_PENDING" from the replica's own /v1/models, or "absent"
+model_state() {
+  docker exec "$1" python -c 'import json, sys, urllib.request
+ms = json.load(urllib.request.urlopen("http://127.0.0.1:8000/v1/models", timeout=30))["data"]
+m = [m for m in ms if m["id"] == sys.argv[1]]
+print(" ".join(str(m[0][k]).lower() for k in ("loaded", "sha256", "reload_pending")) if m else "absent")' "$2"
+}
+# complete_in CID NAME -> "STATUS MODEL TEXT" of a /v1/completions for NAME asked of that replica itself
+complete_in() {
+  docker exec "$1" python -c 'import json, sys, urllib.error, urllib.request
+body = json.dumps({"model": sys.argv[1], "prompt": "abc", "max_tokens": 12, "seed": 1}).encode()
+req = urllib.request.Request("http://127.0.0.1:8000/v1/completions", body, {"Content-Type": "application/json"})
+try:
+    r = urllib.request.urlopen(req, timeout=60)
+    d = json.load(r)
+    print(r.status, d["model"], repr(d["choices"][0]["text"]))
+except urllib.error.HTTPError as e:
+    print(e.code, e.read().decode()[:300])' "$2"
+}
+complete_nginx() {  # complete_nginx NAME -> its HTTP status through nginx (the body must name the model)
+  local out
+  out=$(curl -s -m 60 -w '\n%{http_code}' "$BASE/v1/completions" -H 'Content-Type: application/json' \
+    -d "{\"model\": \"$1\", \"prompt\": \"abc\", \"max_tokens\": 12}")
+  [[ ${out##*$'\n'} != 200 || $out == *"\"model\":\"$1\""* ]] || fail "through nginx, not $1's answer: ${out:0:300}"
+  echo "${out##*$'\n'}"
+}
+
+owner=$(docker exec "${replicas[0]}" stat -c '%u %a' /models)
+[[ $owner == "10001 755" ]] || fail "the fresh models volume is '$owner' (uid mode), not '10001 755'"
+[[ $(docker exec "${replicas[1]}" sh -c 'echo "$CHARRNN_MODELS_DIR"') == /models ]] || fail "CHARRNN_MODELS_DIR is not /models"
+for cid in "${replicas[@]}"; do
+  [[ $(model_state "$cid" smoke-shared) == absent ]] || fail "smoke-shared served before it was written"
+done
+sha1=$(write_model "${replicas[0]}" /models/smoke-shared 1)
+echo "models volume (owner uid 10001, mode 755): smoke-shared written through replica A, sha256 ${sha1:0:12}"
+for cid in "${replicas[@]}"; do
+  state=$(model_state "$cid" smoke-shared)
+  [[ $state == "false $sha1 false" ]] || fail "replica ${cid:0:12} lists smoke-shared as '$state' (want: not loaded, sha256 $sha1)"
+  out=$(complete_in "$cid" smoke-shared)
+  [[ $out == "200 smoke-shared "* ]] || fail "replica ${cid:0:12}: /v1/completions for smoke-shared: $out"
+  state=$(model_state "$cid" smoke-shared)
+  [[ $state == "true $sha1 false" ]] || fail "replica ${cid:0:12}: after a request smoke-shared is '$state'"
+  echo "replica ${cid:0:12}: lists smoke-shared, answers it: ${out#200 smoke-shared }; now loaded"
+done
+before=($(served "${replicas[0]}" /v1/completions smoke-shared) $(served "${replicas[1]}" /v1/completions smoke-shared))
+ok=0
+for i in $(seq 1 6); do [[ $(complete_nginx smoke-shared) == 200 ]] && ok=$((ok + 1)); done
+a=$(( $(served "${replicas[0]}" /v1/completions smoke-shared) - before[0] ))
+b=$(( $(served "${replicas[1]}" /v1/completions smoke-shared) - before[1] ))
+echo "smoke-shared through nginx: $ok of 6 answered 200; replica A served $a, replica B served $b"
+(( ok == 6 && a + b == 6 )) || fail "requests for smoke-shared through nginx failed"
+
+# the operator's way in (docker-compose.yml): files from here, streamed through one replica
+scratch=$(mktemp -d)
+write_model "${replicas[1]}" /tmp/smoke-copied 3 >/dev/null   # outside /models: not served
+docker cp "${replicas[1]}:/tmp/smoke-copied.safetensors" "$scratch/"
+docker cp "${replicas[1]}:/tmp/smoke-copied.json" "$scratch/"
+COMPOSE_FILE=docker-compose.yml:docker-compose.scale.yml bash scripts/add-model.sh "$scratch/smoke-copied.safetensors"
+sha3=$(sha256sum "$scratch/smoke-copied.safetensors" | cut -d' ' -f1)
+for cid in "${replicas[@]}"; do
+  state=$(model_state "$cid" smoke-copied)
+  [[ $state == "false $sha3 false" ]] || fail "replica ${cid:0:12} lists smoke-copied as '$state' (want sha256 $sha3)"
+done
+[[ -z $(docker exec "${replicas[0]}" find /models -name '*.tmp') ]] || fail "temporary files left in /models"
+[[ $(complete_nginx smoke-copied) == 200 ]] || fail "smoke-copied through nginx"
+echo "scripts/add-model.sh: smoke-copied listed by both replicas (sha256 ${sha3:0:12}), answered through nginx"
+
+# Overwrite smoke-shared (same name, other weights) through the other replica: every replica
+# notices the new files and serves them from its next request for it.
+sha2=$(write_model "${replicas[1]}" /models/smoke-shared 2)
+[[ $sha2 != "$sha1" ]] || fail "the new weights have the old sha256"
+for cid in "${replicas[@]}"; do
+  state=$(model_state "$cid" smoke-shared)
+  [[ $state == "true $sha1 true" ]] || fail "replica ${cid:0:12}: after the overwrite smoke-shared is '$state' (want reload pending)"
+  out=$(complete_in "$cid" smoke-shared)
+  [[ $out == "200 smoke-shared "* ]] || fail "replica ${cid:0:12}: /v1/completions after the overwrite: $out"
+  state=$(model_state "$cid" smoke-shared)
+  [[ $state == "true $sha2 false" ]] || fail "replica ${cid:0:12}: smoke-shared not reloaded: '$state' (want sha256 $sha2)"
+  echo "replica ${cid:0:12}: smoke-shared reloaded after one request: sha256 ${sha1:0:12} -> ${sha2:0:12}, answers ${out#200 smoke-shared }"
+done
+[[ $(complete_nginx smoke-shared) == 200 ]] || fail "smoke-shared through nginx after the overwrite"
 
 # Stop one replica while requests keep coming: none may fail.
 docker stop --time 30 "${replicas[0]}" >/dev/null &

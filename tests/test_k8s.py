@@ -35,7 +35,8 @@ def test_manifests_validate_against_a_recent_kubernetes():
     except kv.SchemaNotFoundError:  # a wheel without its bundled schemas
         pytest.skip(f"kubernetes-validate has no schemas for {version} offline")
     docs = _docs()
-    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"} <= set(docs)
+    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget",
+            "PersistentVolumeClaim"} <= set(docs)
     for kind, doc in docs.items():
         if doc["apiVersion"].startswith("kustomize.config.k8s.io"):
             assert set(doc["resources"]) == {f.name for f in K8S.glob("*.yaml")} - {"kustomization.yaml"}
@@ -79,3 +80,28 @@ def test_drain_and_probes_fit_together():
     # torch threads per pod = the cores it requests
     env = {e["name"]: e["value"] for e in c["env"]}
     assert env["CHARRNN_TORCH_THREADS"] == str(c["resources"]["requests"]["cpu"])
+
+
+def test_every_replica_mounts_the_shared_models_claim():
+    docs = _docs()
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    # the server reads its models from where the claim is mounted, read-write (a model can be added
+    # through any replica; the trainer, later, writes there too)
+    assert env["CHARRNN_MODELS_DIR"] == "/models"
+    models = [name for name, m in mounts.items() if m["mountPath"] == env["CHARRNN_MODELS_DIR"]]
+    assert len(models) == 1
+    mount = mounts[models[0]]
+    assert not mount.get("readOnly", False) and "subPath" not in mount
+    # the shipped model stays the image's default: not overridden here
+    assert "CHARRNN_WEIGHTS" not in env
+    # ... a claim of this kustomization, shared by every replica: ReadWriteMany
+    pvc = docs["PersistentVolumeClaim"]
+    assert volumes[models[0]]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    # ... writable by the image's user (uid 10001): the pod runs as it, the volume gets its group
+    sc = pod["securityContext"]
+    assert sc["runAsUser"] == 10001 and sc["fsGroup"] == sc["runAsGroup"] == 10001
