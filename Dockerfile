@@ -38,9 +38,10 @@ COPY jobs/ jobs/
 COPY gunicorn.conf.py ./
 COPY weights/ weights/
 
-# uid and gid 10001 (deploy/k8s runs the pod as these). /models belongs to that user: a fresh named
-# volume mounted there takes its owner and mode from the image's folder, so the service (and a
-# trainer running from this image) can write models into it.
+# uid and gid 10001 (deploy/k8s runs the pods as these). /models and /data belong to that user: a
+# fresh named volume mounted there takes its owner and mode from the image's folder, so the service
+# and the trainer (python -m jobs.runner, from this image) can write models, uploads and the jobs
+# database into them.
 RUN set -eux; \
     groupadd --gid 10001 charrnn; \
     useradd --create-home --uid 10001 --gid 10001 --shell /usr/sbin/nologin charrnn; \

@@ -78,7 +78,9 @@ def train_args(job: dict, *, data: str, out: str, run_dir: str, base_prefix: str
             "--seed", str(job["seed"]), "--max-steps", str(steps), "--batch-size", str(h["batch_size"]),
             "--seq-len", str(h["seq_len"]), "--lr", repr(BASE_LR * h["learning_rate_multiplier"]),
             "--min-lr", repr(BASE_LR * h["learning_rate_multiplier"] / 20),
-            "--warmup", str(min(100, max(1, steps // 10))), "--eval-every", str(max(1, min(200, steps // 20 or 1)))]
+            "--warmup", str(min(100, max(1, steps // 10))),
+            # about 20 evaluations a job (each a metrics event and a sample), never more often than every 10 steps
+            "--eval-every", str(max(min(steps, 10), min(200, steps // 20)))]
     if "minutes" in h:
         args += ["--time-budget", repr(h["minutes"]), "--eval-every", "25"] if steps >= 1_000_000 else \
             ["--time-budget", repr(h["minutes"])]

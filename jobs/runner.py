@@ -42,13 +42,15 @@ class RunnerConfig:
     nice: int = 10           # niceness of the trainers: serving keeps the CPU it needs
     max_attempts: int = 3    # unexpected trainer exits (without progress) before a job fails
     poll_s: float = 1.0
+    journal: str = "wal"     # the jobs database's journal (jobs/store.py): "delete" across machines
 
     @classmethod
     def from_env(cls, environ=None) -> "RunnerConfig":
         env = os.environ if environ is None else environ
         names = {"data_dir": "CHARRNN_DATA_DIR", "models_dir": "CHARRNN_MODELS_DIR", "max_jobs": "CHARRNN_MAX_JOBS",
-                 "threads": "CHARRNN_TRAIN_THREADS", "nice": "CHARRNN_TRAIN_NICE", "weights": "CHARRNN_WEIGHTS"}
-        kinds = {"data_dir": str, "models_dir": str, "max_jobs": int, "threads": int, "nice": int, "weights": str}
+                 "threads": "CHARRNN_TRAIN_THREADS", "nice": "CHARRNN_TRAIN_NICE", "weights": "CHARRNN_WEIGHTS", "journal": "CHARRNN_DB_JOURNAL"}
+        kinds = {"data_dir": str, "models_dir": str, "max_jobs": int, "threads": int, "nice": int, "weights": str,
+                 "journal": str}
         return cls(**{k: kinds[k](env[v]) for k, v in names.items() if env.get(v)})
 
 
@@ -75,7 +77,7 @@ class Child:
 
 class Runner:
     def __init__(self, cfg: RunnerConfig):
-        self.cfg, self.store = cfg, Store(cfg.data_dir)
+        self.cfg, self.store = cfg, Store(cfg.data_dir, cfg.journal)
         self.models = Path(cfg.models_dir)
         self.children: dict[str, Child] = {}
         self._stop = False
@@ -101,9 +103,12 @@ class Runner:
         log.info("trainer: data %s, models %s, %d job(s) at once, %d thread(s), nice %d", self.store.dir,
                  self.models, self.cfg.max_jobs, self.cfg.threads, self.cfg.nice)
         beat = self.store.dir / "runner.heartbeat"
+        # /info tells whether a trainer is alive by this file's age, and how it runs jobs by its content
+        beat.write_text(json.dumps({"pid": os.getpid(), "max_jobs": self.cfg.max_jobs, "threads": self.cfg.threads,
+                                    "nice": self.cfg.nice}))
         while not self._stop:
             self.tick()
-            beat.touch()  # /info tells whether a trainer is alive by this file's age
+            beat.touch()
             time.sleep(self.cfg.poll_s)
         self.shutdown()
 

@@ -44,8 +44,11 @@ def new_id(prefix: str) -> str:
 
 
 class Store:
-    def __init__(self, data_dir: str | Path):
-        self.dir = Path(data_dir)
+    def __init__(self, data_dir: str | Path, journal: str = "wal"):
+        """journal: "wal" (readers never wait for the writer: every process on one machine) or "delete"
+        (SQLite's rollback journal: the only mode for processes on several machines sharing a network
+        filesystem, whose locks must work)."""
+        self.dir, self.journal = Path(data_dir), journal
         self.files_dir = self.dir / "files"
         self.jobs_dir = self.dir / "jobs"
         for d in (self.dir, self.files_dir, self.jobs_dir):
@@ -59,8 +62,8 @@ class Store:
         if db is None or getattr(self._local, "pid", None) != os.getpid():  # never a connection across fork
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
+            db.execute(f"PRAGMA journal_mode={'WAL' if self.journal == 'wal' else 'DELETE'}")
+            db.execute(f"PRAGMA synchronous={'NORMAL' if self.journal == 'wal' else 'FULL'}")  # WAL: never corrupt
             db.execute("PRAGMA busy_timeout=30000")
             self._local.db, self._local.pid = db, os.getpid()
         return db

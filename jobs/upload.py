@@ -59,7 +59,8 @@ def check(data: bytes, filename: str, *, max_bytes: int, min_chars: int, max_dis
     except UnicodeDecodeError as e:
         raise UploadError(400, "invalid_utf8", f"the file is not UTF-8 text: invalid byte 0x{data[e.start]:02x} at "
                           f"byte offset {e.start}") from None
-    text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the text
+    bom = text.startswith("\ufeff")
+    text = text.removeprefix("\ufeff")  # a byte-order mark is not part of the text (but counts as sent)
     fmt = "text"
     first = next((ln for ln in text.splitlines() if ln.strip()), "")
     if filename.lower().endswith(".jsonl") or first.lstrip().startswith("{"):
@@ -69,7 +70,7 @@ def check(data: bytes, filename: str, *, max_bytes: int, min_chars: int, max_dis
         elif filename.lower().endswith(".jsonl"):
             raise UploadError(400, "invalid_jsonl", "a .jsonl file must hold one JSON object per line, each with "
                               "\"text\" or with \"prompt\" and \"completion\" (strings)")
-    if len(text) < min_chars:
+    if len(text) + (bom and fmt == "text") < min_chars:
         val = len(text) - int(len(text) * TRAIN_FRACTION)
         raise UploadError(400, "file_too_small", f"the file has {len(text)} characters; at least {min_chars} are "
                           f"needed so that its last 10% (here {val}) can hold a validation split")

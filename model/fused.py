@@ -16,7 +16,7 @@ Precision of the recurrent and upper-layer matrices (the bytes a step reads):
 - "fp32": torch's linear (MKL on CPU, cuBLAS on GPU).
 - "fp16": CPU only. fbgemm's fp16-weight / fp32-activation GEMM: weights stored in half
   precision (half the bytes), widened to fp32 in registers, fp32 accumulation. Faster than
-  MKL's sgemm at the small batches of decoding (README, Performance: bench/decode.py); the
+  MKL's sgemm at the small batches of decoding (docs/performance.md: bench/decode.py); the
   validation loss it costs is measured by model.evaluate --precision.
 - "int8": CPU only. fbgemm's dynamic int8 GEMM (model/int8.py): int8 weights with one scale per
   output row, the input quantized to 8 bits at each call, int32 accumulation (VNNI). A
@@ -132,7 +132,7 @@ class LSTMStep(_Step):
 
     The g rows of every matrix, bias and table column are doubled (exact in any precision), so
     one sigmoid covers all four gates: tanh(x) = 2*sigmoid(2x) - 1. In this torch build tanh
-    costs several times sigmoid per element on CPU (README, Performance)."""
+    costs several times sigmoid per element on CPU (docs/performance.md)."""
     G = 4
 
     def _build(self, model, m, H):

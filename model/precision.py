@@ -54,7 +54,7 @@ def candidate_precisions(device: torch.device | str, card: dict | None = None) -
     for weights whose card records its measured cost (model.evaluate --precision int8 --record,
     both paths) within INT8_MAX_COST. bf16 is not among them: on an AVX-512-BF16 CPU its GEMM is
     slower than fbgemm's fp16 at batch 1 and 8 and faster only at large batches
-    (bench/gemm_precisions.py, README Performance); one precision per process would lose latency."""
+    (bench/gemm_precisions.py, docs/performance.md); one precision per process would lose latency."""
     if torch.device(device).type != "cpu":
         return ["fp32"]
     out = ["fp32"] + (["fp16"] if fp16_available() else [])

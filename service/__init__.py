@@ -102,7 +102,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app.extensions["charrnn"] = AppContext(settings=settings, device=device, engine=engine, registry=registry,
                                            metrics=metrics, compiler=RegexCompiler(), openapi=document,
-                                           store=Store(settings.data_dir))
+                                           store=Store(settings.data_dir, settings.db_journal))
 
     @app.before_request
     def _uploads_may_be_larger():  # an upload's limit is its own setting, not the JSON bodies'

@@ -37,6 +37,9 @@ class Settings(BaseModel):
     max_jobs: int = Field(1, ge=1, le=64, description="fine-tuning jobs training at once (the rest queue)")
     train_threads: int = Field(1, ge=1, le=256, description="torch threads of each training process")
     train_nice: int = Field(10, ge=0, le=19, description="niceness of the training processes (serving first)")
+    db_journal: Literal["wal", "delete"] = Field("wal", description="the jobs database's journal: wal (every process "
+                                                 "on one machine), delete (replicas and trainer on several machines "
+                                                 "sharing a network filesystem with working locks)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "fp16", "int8"] = Field(
         "auto", description="recurrent matrices at inference (prompts and decoding); auto = the fastest, timed at "
@@ -61,7 +64,7 @@ class Settings(BaseModel):
         "state); 0 = read it all; unset = the window the weights' card recommends (bench/context.py), else all")
     prefill_chunk: int = Field(256, ge=1, description="prompt characters run per scheduler turn")
     # Every text event costs the HTTP threads work (and the GIL) that the engine then waits for;
-    # merged every 50 ms, 64 streams keep most of the non-streamed rate (README, Performance).
+    # merged every 50 ms, 64 streams keep most of the non-streamed rate (docs/performance.md).
     stream_interval_ms: float = Field(
         50.0, ge=0, le=1000, description="streams: least time between text events after the first; 0 = every character")
     prefix_cache: int = Field(1024, ge=0, description="LSTM states kept for repeated/extended prompts; 0 = off")
@@ -80,4 +83,4 @@ class Settings(BaseModel):
 
     def limits(self) -> dict:
         return self.model_dump(exclude={"weights", "models_dir", "preload", "device", "precision", "torch_threads",
-                                        "api_key", "api_key_file", "metrics_public", "data_dir", "trainer"})
+                                        "api_key", "api_key_file", "metrics_public", "data_dir", "trainer", "db_journal"})

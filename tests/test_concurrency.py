@@ -230,7 +230,7 @@ def test_idle_work_waits_for_a_quiet_spell_not_each_gap_between_requests(tiny_mo
 
 def test_small_turns_run_on_one_torch_thread_wide_ones_on_all(tiny_model):
     """A second OpenMP thread pays off for wide batches; on small turns it costs the HTTP threads
-    more than it gains (README, Performance)."""
+    more than it gains (docs/performance.md)."""
     import torch
 
     model, vocab = tiny_model

@@ -341,3 +341,27 @@ def test_events_stream_live_and_resume_after_the_last_id_seen(app):
     assert client.get(f"/v1/fine_tuning/jobs/{jid}/events?stream=maybe").status_code == 400
     info = client.get("/info").get_json()["trainer"]
     assert info["mode"] == "local" and info["alive"] is False and info["queued"] == 0
+
+
+def test_make_serve_starts_the_trainer_beside_gunicorn_and_stops_it(tiny_weights):
+    """gunicorn's master starts jobs/runner.py (CHARRNN_TRAINER=local, make serve's default): a process
+    of its own, not a worker, alive while the server is, gone when it stops."""
+    import urllib.request
+
+    from servers import Server
+
+    server = Server(tiny_weights, CHARRNN_TRAINER="local").wait_ready()
+    try:
+        deadline, trainer = time.time() + 30, {}
+        while time.time() < deadline and not trainer.get("alive"):
+            trainer = json.loads(urllib.request.urlopen(server.base + "/info", timeout=5).read())["trainer"]
+            time.sleep(0.3)
+        assert trainer["alive"] and trainer["mode"] == "local"
+        runners = subprocess.run(["pgrep", "-f", "-P", str(server.proc.pid), "jobs.runner"], capture_output=True,
+                                 text=True).stdout.split()
+        assert len(runners) == 1  # a child of the master, beside the worker
+    finally:
+        out = server.stop()
+    assert "trainer started" in out
+    time.sleep(0.5)
+    assert not Path(f"/proc/{runners[0]}").exists() or Path(f"/proc/{runners[0]}/stat").read_text().split()[2] == "Z"

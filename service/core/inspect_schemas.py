@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from model.inspect import WHAT
-from service.core.schemas import Strict, _limit
+from service.core.schemas import Strict, setting_limit
 
 Quantity = Literal["h", "c", "i", "f", "g", "o"]
 DEFAULT_TOP_UNITS = 8
@@ -32,7 +32,7 @@ class InspectRequest(Strict):
     @field_validator("text")
     @classmethod
     def _text(cls, v: str, info: ValidationInfo):
-        lim = _limit(info, "max_inspect_chars")
+        lim = setting_limit(info, "max_inspect_chars")
         if lim is not None and len(v) > lim:
             raise ValueError(f"is {len(v)} characters; the limit is {lim} (max_inspect_chars)")
         return v
@@ -70,7 +70,7 @@ class InspectRequest(Strict):
 
 
 def _count(n: int, info: ValidationInfo):
-    lim = _limit(info, "max_inspect_units")
+    lim = setting_limit(info, "max_inspect_units")
     if lim is not None and n > lim:
         raise ValueError(f"{n} units asked for; the limit is {lim} (max_inspect_units)")
 

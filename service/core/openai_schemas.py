@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from service.core.schemas import REGEX_RULE, Strict, _check_len, _limit
+from service.core.schemas import REGEX_RULE, Strict, check_len, setting_limit
 
 
 class StreamOptions(Strict):
@@ -75,15 +75,15 @@ class CompletionRequest(Strict):
                 raise ValueError("a list of prompts must not be empty")
             for p in v:
                 if isinstance(p, (str, list)):
-                    _check_len(p, info)
+                    check_len(p, info)
         elif isinstance(v, str):
-            _check_len(v, info)
+            check_len(v, info)
         return v
 
     @field_validator("max_tokens", "n", "top_k")
     @classmethod
     def _max(cls, v, info: ValidationInfo):
-        lim = _limit(info, {"max_tokens": "max_new_chars", "n": "max_n", "top_k": "max_top_k"}[info.field_name])
+        lim = setting_limit(info, {"max_tokens": "max_new_chars", "n": "max_n", "top_k": "max_top_k"}[info.field_name])
         if lim is not None and v is not None and v > lim:
             raise ValueError(f"must be <= {lim}")
         return v
@@ -94,7 +94,7 @@ class CompletionRequest(Strict):
         stops = [v] if isinstance(v, str) else v or []
         if any(s == "" for s in stops):
             raise ValueError("stop strings must not be empty")
-        n, length = min(4, _limit(info, "max_stop") or 4), _limit(info, "max_stop_chars")
+        n, length = min(4, setting_limit(info, "max_stop") or 4), setting_limit(info, "max_stop_chars")
         if len(stops) > n:
             raise ValueError(f"at most {n} stop strings")
         if length is not None and any(len(s) > length for s in stops):

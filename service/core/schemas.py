@@ -2,7 +2,7 @@
 validation context {"settings": Settings}, so one schema serves any configuration."""
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Annotated, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -36,24 +36,25 @@ class Strict(BaseModel):
 
 def _wants_int(model: type[BaseModel], name: str) -> bool:
     ann = model.model_fields[name].annotation
-    kinds = set(get_args(ann)) or {ann}
+    kinds = {get_args(k)[0] if get_origin(k) is Annotated else k for k in (get_args(ann) or (ann,))}
     return int in kinds and float not in kinds
 
 
-def _limit(info: ValidationInfo, name: str):
+def setting_limit(info: ValidationInfo, name: str):
     s = (info.context or {}).get("settings")
     return getattr(s, name) if s is not None else None
 
 
-def _check_len(v: str, info: ValidationInfo) -> str:
-    lim = _limit(info, "max_prompt_chars")
+def check_len(v: str, info: ValidationInfo) -> str:
+    lim = setting_limit(info, "max_prompt_chars")
     if lim is not None and len(v) > lim:
         raise ValueError(f"is {len(v)} characters; the limit is {lim}")
     return v
 
 
 # The one rule of a request that JSON Schema cannot state (so the OpenAPI document says it in words).
-REGEX_RULE = ("It is compiled over the chosen model's characters, less those logit_bias bans (-100), and refused "
+REGEX_RULE = ("It is compiled over the chosen model's characters, less those logit_bias bans (-100) and its "
+              "unknown symbol if it has one (the card's `unknown`, never generated), and refused "
               "(422 on the native API, 400 under /v1) when it is not a valid Python regex, uses a construct the "
               "matcher lacks (anchors such as ^, $, \\A, \\b; backreferences; lookbehinds), has more than 5000 "
               "automaton states or takes over 3 s to compile, or no non-empty text of those characters matches it "
@@ -77,12 +78,12 @@ class PredictRequest(Strict):
     temperature: float = Field(1.0, ge=0, description="softmax temperature; 0 puts all mass on the argmax")
     unknown_chars: Literal["error", "skip"] = Field("error", description="characters outside the vocabulary: 422, or drop them")
 
-    _text = field_validator("text")(_check_len)
+    _text = field_validator("text")(check_len)
 
     @field_validator("top_k")
     @classmethod
     def _top_k(cls, v, info):
-        lim = _limit(info, "max_top_k")
+        lim = setting_limit(info, "max_top_k")
         if lim is not None and v > lim:
             raise ValueError(f"must be <= {lim}")
         return v
@@ -124,13 +125,13 @@ class GenerateRequest(Strict):
                               "(Python) regex in full: only characters that keep a match reachable are sampled, and "
                               "it finishes (\"stop\") once the text is a match nothing can extend. " + REGEX_RULE)
 
-    _prompt = field_validator("prompt")(_check_len)
+    _prompt = field_validator("prompt")(check_len)
     _bias = field_validator("logit_bias")(check_char_bias)
 
     @field_validator("max_new_chars", "n", "top_k")
     @classmethod
     def _max(cls, v, info):
-        lim = _limit(info, {"max_new_chars": "max_new_chars", "n": "max_n", "top_k": "max_top_k"}[info.field_name])
+        lim = setting_limit(info, {"max_new_chars": "max_new_chars", "n": "max_n", "top_k": "max_top_k"}[info.field_name])
         if lim is not None and v is not None and v > lim:
             raise ValueError(f"must be <= {lim}")
         return v
@@ -140,7 +141,7 @@ class GenerateRequest(Strict):
     def _stops(cls, v, info):
         if any(s == "" for s in v):
             raise ValueError("stop strings must not be empty")
-        n, length = _limit(info, "max_stop"), _limit(info, "max_stop_chars")
+        n, length = setting_limit(info, "max_stop"), setting_limit(info, "max_stop_chars")
         if n is not None and len(v) > n:
             raise ValueError(f"at most {n} stop strings")
         if length is not None and any(len(s) > length for s in v):

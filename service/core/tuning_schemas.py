@@ -4,32 +4,38 @@ official client sends and reads them. A job trains with the project's own offlin
 server's extensions, every one "auto" or a value."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from jobs.plan import LIMITS
 from service.core.schemas import Strict
 
 Auto = Literal["auto"]
 
 
+def _bounded(name: str, kind: type):
+    """A hyperparameter's value type: "auto" or a number within the bounds jobs/plan.py enforces."""
+    lo, hi = LIMITS[name]
+    return Auto | Annotated[kind, Field(ge=lo, le=hi)] | None
+
+
 class Hyperparameters(Strict):
-    n_epochs: Auto | int | None = Field(None, ge=1, le=1000, description="passes over the training text (default 3 "
-                                        "when no other length is given)")
-    batch_size: Auto | int | None = Field(None, ge=1, le=512, description="streams per step (default 16)")
-    learning_rate_multiplier: Auto | float | None = Field(None, gt=0, le=100, description="times model.train's "
-                                                          "2e-3 (default 0.5 for a fine-tune, 1 from scratch)")
-    n_steps: Auto | int | None = Field(None, ge=1, le=1_000_000, description="extension: optimiser steps (instead "
-                                       "of n_epochs)")
-    minutes: Auto | float | None = Field(None, ge=0.05, le=10080, description="extension: a time budget; with no "
-                                         "steps or epochs, the schedule follows the clock")
-    seq_len: Auto | int | None = Field(None, ge=8, le=1024, description="extension: characters per BPTT window (64)")
-    max_vocab: Auto | int | None = Field(None, ge=2, le=65536, description="extension: keep the N most frequent "
-                                         "characters, the rest one unknown symbol generation never emits")
-    hidden: Auto | int | None = Field(None, ge=8, le=2048, description="extension, from scratch: units per layer")
-    layers: Auto | int | None = Field(None, ge=1, le=8, description="extension, from scratch: recurrent layers")
-    embed: Auto | int | None = Field(None, ge=4, le=1024, description="extension, from scratch: embedding width")
-    cell: Auto | Literal["lstm", "gru", "rnn"] | None = Field(None, description="extension, from scratch: cell")
+    n_epochs: _bounded("n_epochs", int) = Field(None, description="passes over the training text (default 3 when "
+                                                "no other length is given)")
+    batch_size: _bounded("batch_size", int) = Field(None, description="streams per step (default 16)")
+    learning_rate_multiplier: _bounded("learning_rate_multiplier", float) = Field(
+        None, description="times model.train's 2e-3 (default 0.5 for a fine-tune, 1 from scratch)")
+    n_steps: _bounded("n_steps", int) = Field(None, description="extension: optimiser steps (instead of n_epochs)")
+    minutes: _bounded("minutes", float) = Field(None, description="extension: a time budget; with no steps or "
+                                                "epochs, the schedule follows the clock")
+    seq_len: _bounded("seq_len", int) = Field(None, description="extension: characters per BPTT window (64)")
+    max_vocab: _bounded("max_vocab", int) = Field(None, description="extension: keep the N most frequent "
+                                                  "characters, the rest one unknown symbol generation never emits")
+    hidden: _bounded("hidden", int) = Field(None, description="extension, from scratch only: units per layer")
+    layers: _bounded("layers", int) = Field(None, description="extension, from scratch only: recurrent layers")
+    embed: _bounded("embed", int) = Field(None, description="extension, from scratch only: embedding width")
+    cell: Auto | Literal["lstm", "gru", "rnn"] | None = Field(None, description="extension, from scratch only: cell")
 
 
 class Supervised(Strict):

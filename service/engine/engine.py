@@ -169,7 +169,7 @@ class Engine:
         """All torch threads for a turn over at least wide_batch rows, one below that. On few
         cores the engine's second OpenMP thread competes with the HTTP threads and spin-waits on
         a core they need after each parallel region: that costs small turns more than it gains
-        them, and wide batches less (README, Performance: /predict-next's p99 against 64
+        them, and wide batches less (docs/performance.md: /predict-next's p99 against 64
         clients' throughput, by thread count)."""
         if self.threads > 1:
             torch.set_num_threads(self.threads if rows >= self.wide_batch else 1)

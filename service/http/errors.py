@@ -1,4 +1,4 @@
-"""The one error dispatcher: every error answer (validation, auth, drain, overload, deadline, engine
+"""The one error dispatcher (its bodies are the pydantic models the OpenAPI document shows): every error answer (validation, auth, drain, overload, deadline, engine
 failure, unknown model, anything unexpected) is rendered here, in the shape of the API family the
 request came to:
 
@@ -16,6 +16,8 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from service.core.errors import APIError, validation_details
+from service.core.openai_schemas import OpenAIError, OpenAIErrorBody
+from service.core.schemas import ErrorBody, ErrorResponse
 
 log = logging.getLogger("charrnn.service")
 
@@ -36,10 +38,10 @@ def error_body(fam: str, status: int, code: str, message: str, details: list | N
     if fam == "openai":
         if param is None and details and isinstance(details[0], dict):
             param = details[0].get("field")
-        return (400 if status == 422 else status,
-                {"error": {"message": message, "type": OPENAI_TYPES.get(status, "server_error"), "param": param,
-                           "code": OPENAI_CODES.get(code, code)}})
-    return status, {"error": {"type": code, "message": message, "details": details or []}}
+        body = OpenAIError(error=OpenAIErrorBody(message=message, type=OPENAI_TYPES.get(status, "server_error"),
+                                                 param=param, code=OPENAI_CODES.get(code, code)))
+        return 400 if status == 422 else status, body.model_dump()
+    return status, ErrorResponse(error=ErrorBody(type=code, message=message, details=details or [])).model_dump()
 
 
 def error_response(status: int, code: str, message: str, details: list | None = None, headers: dict | None = None,

@@ -3,6 +3,7 @@ facts (/health, /ready, /info, /metrics). Thin: a request becomes a completion s
 (service/core/completion.py); these views only format its results."""
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -111,7 +112,7 @@ def info():
         "device": str(c.device), "precision": m.precision,
         "precision_probe": reg.describe(reg.default)["entry"].precision_probe or None,  # us per step, when measured
         "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": c.engine.threads or torch.get_num_threads(),  # the engine thread's, not this one's
         "limits": {**c.settings.limits(), "max_context": lane.max_context}})
 
 
@@ -124,9 +125,14 @@ def trainer_state() -> dict:
     except OSError:
         age = None
     jobs = c.store.jobs(("queued", "running"))
+    try:  # the trainer's own settings, as it wrote them at its start (it may run elsewhere: compose, k8s)
+        own = json.loads(beat.read_text())
+    except (OSError, ValueError):
+        own = {}
     return {"mode": c.settings.trainer, "alive": age is not None and age < 10,
-            "last_seen_s": None if age is None else round(age, 1), "max_jobs": c.settings.max_jobs,
-            "threads": c.settings.train_threads, "queued": sum(j["status"] == "queued" for j in jobs),
+            "last_seen_s": None if age is None else round(age, 1),
+            "max_jobs": own.get("max_jobs", c.settings.max_jobs), "threads": own.get("threads", c.settings.train_threads),
+            "nice": own.get("nice", c.settings.train_nice), "queued": sum(j["status"] == "queued" for j in jobs),
             "running": sum(j["status"] == "running" for j in jobs)}
 
 

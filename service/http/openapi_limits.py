@@ -270,4 +270,20 @@ def complete(spec: dict, *, settings, cards: dict[str, dict | None], default: st
     served = {name: Served.from_card(card) for name, card in cards.items()}
     spec = complete_native(spec, settings, served, default, auth)
     spec = complete_openai(spec, settings, served)
+    spec = complete_tuning(spec, settings, served)
     return complete_inspect(spec, settings, served, default)
+
+
+def complete_tuning(spec: dict, settings, served: dict[str, Served | None]) -> dict:
+    """Files and jobs: an upload's size bounds (a character is at most 4 bytes of UTF-8), the bases a job
+    may name (the served models and "scratch")."""
+    from jobs.plan import SCRATCH
+
+    upload = spec["paths"]["/v1/files"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    upload["properties"]["file"].update(minLength=settings.min_file_chars, maxLength=settings.max_file_bytes // 4)
+    upload["properties"]["file"]["description"] += (
+        f" ({settings.min_file_chars} characters at least, at most {settings.max_file_chars} distinct ones, "
+        f"{settings.max_file_bytes} bytes at most)")
+    job = spec["components"]["schemas"]["JobCreate"]["properties"]["model"]
+    job["enum"] = sorted(served) + [SCRATCH]
+    return spec

@@ -23,10 +23,14 @@ V1_STREAM = ('data: {"id", "object": "text_completion", "created", "model", "cho
 
 
 UPLOAD = {"type": "object", "required": ["file", "purpose"], "properties": {
-    "file": {"type": "string", "format": "binary", "description": "the training text"},
+    # a text, not any bytes: an upload that is not UTF-8 is refused (400 invalid_utf8)
+    "file": {"type": "string", "contentMediaType": "text/plain", "description": "the training text, UTF-8"},
     "purpose": {"type": "string", "enum": ["fine-tune"], "description": "always fine-tune"}}}
 AFTER = ("after", {"type": "string"}, "the id of the last item of the previous page")
-LIMIT = ("limit", {"type": "integer", "minimum": 1}, "items per page")
+
+
+def LIMIT(most: int) -> tuple:  # noqa: N802 (a constant's shape, made per route)
+    return "limit", {"type": "integer", "minimum": 1, "maximum": most}, f"items per page (at most {most})"
 
 
 @dataclass(frozen=True)
@@ -45,8 +49,10 @@ class Route:
     binary: bool = False          # the 200 answer is the bytes of a file
 
     @property
-    def flask_path(self) -> str:  # a path parameter takes any characters, so the view answers 404 itself
-        return re.sub(r"\{(\w+)\}", r"<path:\1>", self.path)
+    def flask_path(self) -> str:
+        # A model id takes any characters, so the registry answers 404 in the API's shape, listing the ids
+        # there are; a file's or job's id has routes below it (/content, /cancel): one path segment.
+        return re.sub(r"\{(\w+)\}", lambda m: f"<path:{m[1]}>" if m[1] == "model" else f"<{m[1]}>", self.path)
 
 
 ROUTES = [
@@ -72,7 +78,7 @@ ROUTES = [
     Route("post", "/v1/files", tuning.create_file, "Upload a training text (UTF-8, or JSONL of text / prompt+completion)",
           response=FileObject, errors=(400, 413), form=UPLOAD),
     Route("get", "/v1/files", tuning.list_files, "Uploaded files, newest first", response=FileList, errors=(400,),
-          query=(("purpose", {"type": "string"}, "only files of this purpose"), AFTER, LIMIT)),
+          query=(("purpose", {"type": "string"}, "only files of this purpose"), AFTER, LIMIT(10000))),
     Route("get", "/v1/files/{file_id}", tuning.get_file, "One uploaded file", response=FileObject, errors=(404,)),
     Route("get", "/v1/files/{file_id}/content", tuning.file_content, "The file's bytes as uploaded", errors=(404,),
           binary=True),
@@ -82,16 +88,16 @@ ROUTES = [
           "a served model (or trains one from scratch) on an uploaded text; the result is served by name",
           JobCreate, Job, (400, 404, 413)),
     Route("get", "/v1/fine_tuning/jobs", tuning.list_jobs, "Fine-tuning jobs, newest first", response=JobList,
-          errors=(400,), query=(AFTER, LIMIT)),
+          errors=(400,), query=(AFTER, LIMIT(100))),
     Route("get", "/v1/fine_tuning/jobs/{job_id}", tuning.get_job, "One fine-tuning job", response=Job, errors=(404,)),
     Route("post", "/v1/fine_tuning/jobs/{job_id}/cancel", tuning.cancel_job, "Cancel a job (the trainer stops at its "
           "next step; the events stay)", response=Job, errors=(400, 404)),
     Route("get", "/v1/fine_tuning/jobs/{job_id}/events", tuning.job_events, "A job's events, newest first; with "
           "stream=true, server-sent events (oldest first) until the job ends", response=EventList, errors=(400, 404),
-          query=(AFTER, LIMIT, ("stream", {"type": "boolean"}, "follow the events live (text/event-stream)")),
+          query=(AFTER, LIMIT(1000), ("stream", {"type": "boolean"}, "follow the events live (text/event-stream)")),
           stream='data: {fine_tuning.job.event} per event, oldest first, then data: [DONE] when the job has ended'),
     Route("get", "/v1/fine_tuning/jobs/{job_id}/checkpoints", tuning.job_checkpoints, "A job's evaluations, newest "
-          "first, with their metrics", response=CheckpointList, errors=(400, 404), query=(LIMIT,)),
+          "first, with their metrics", response=CheckpointList, errors=(400, 404), query=(LIMIT(1000),)),
     Route("get", "/", pages.index, documented=False),
     Route("get", "/ui/{name}", pages.ui_asset, documented=False),
     Route("get", "/openapi.json", pages.openapi_json, documented=False),

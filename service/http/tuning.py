@@ -46,15 +46,18 @@ def _file(file_id: str, param: str = "file_id") -> dict:
 def create_file():
     s, store = ctx().settings, _store()
     upload = request.files.get("file")
-    if upload is None:
+    if upload is None and "file" not in request.form:
         raise _bad("file", "send the text as multipart/form-data field `file` (as client.files.create does)",
                    "missing_file")
     purpose = request.form.get("purpose")
     if purpose not in PURPOSES:
         raise _bad("purpose", f"purpose must be one of {list(PURPOSES)}; got {str(purpose)[:40]!r}")
-    data = upload.stream.read(s.max_file_bytes + 1)
+    if upload is not None:  # a file part, as clients send it
+        data, filename = upload.stream.read(s.max_file_bytes + 1), upload.filename or ""
+    else:  # the text as a plain form field (curl -F file=...; the OpenAPI document's string)
+        data, filename = request.form["file"].encode("utf-8", "surrogatepass"), "upload.txt"
     try:
-        checked = check(data, upload.filename or "", max_bytes=s.max_file_bytes, min_chars=s.min_file_chars,
+        checked = check(data, filename, max_bytes=s.max_file_bytes, min_chars=s.min_file_chars,
                         max_distinct=s.max_file_chars)
     except UploadError as e:
         raise APIError(e.status, e.code, e.message, [{"field": e.param}]) from None
@@ -64,7 +67,7 @@ def create_file():
     fid = new_id("file")
     atomic_write(store.file_path(fid, "text"), lambda tmp: Path(tmp).write_text(checked.text, encoding="utf-8"))
     atomic_write(store.file_path(fid, "raw"), lambda tmp: Path(tmp).write_bytes(data))
-    name = Path(upload.filename or "upload.txt").name[:255] or "upload.txt"
+    name = Path(filename or "upload.txt").name[:255] or "upload.txt"
     f = store.add_file({"id": fid, "filename": name, "purpose": purpose, "bytes": len(data),
                         "created_at": int(time.time()), "format": checked.format, "chars": checked.chars,
                         "distinct_chars": checked.distinct_chars, "sha256": checked.sha256})
@@ -132,6 +135,9 @@ def create_job():
         raise _bad("training_file", f"{train['id']} was uploaded with purpose {train['purpose']}, not fine-tune")
     if req.validation_file is not None:
         _file(req.validation_file, "validation_file")
+    if store.disk_bytes() > c.settings.max_data_bytes:  # a job's checkpoints count too
+        raise APIError(413, "storage_full", f"the server's data cap ({c.settings.max_data_bytes} bytes) is reached; "
+                       "delete files or wait for jobs to finish", [{"field": "training_file"}])
     hyper = req.method.supervised.hyperparameters if req.method and req.method.supervised else req.hyperparameters
     try:
         planned, steps = plan(hyper.model_dump(exclude_none=True) if hyper else {}, scratch=req.model == SCRATCH,
