@@ -81,7 +81,8 @@ def test_two_processes_train_the_same_model_as_one(single, tmp_path):
     t = card["training"]
     assert (t["world_size"], t["backend"]) == (2, "gloo")
     assert t["command"].startswith("torchrun --nnodes=1 --nproc_per_node=2 -m model.train")
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["checkpoint.pt", "metrics.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["checkpoint.pt", "metrics.jsonl", "result.json"]
+    assert json.loads((tmp_path / "two" / "result.json").read_text())["finished"] is True  # rank 0's, once
 
 
 def _workers(pid: int) -> dict[int, int]:

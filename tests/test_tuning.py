@@ -191,14 +191,9 @@ def test_a_queued_job_whose_file_was_deleted_fails_with_a_clear_error(app, dirs)
 def test_a_job_trains_in_its_own_process_and_its_model_is_served(app, dirs):
     client = app().test_client()
     fid = upload(client, TEXT.encode()).get_json()["id"]
-    jid = job(client, fid, suffix="fox").get_json()["id"]
-    proc = runner(dirs)
-    try:
-        j = wait(client, jid, lambda j: j["status"] in ("succeeded", "failed", "cancelled"))
-    finally:
-        proc.terminate()
-        proc.wait(30)
-    assert j["status"] == "succeeded", (j["error"], _debug_events(client, jid))
+    vid = upload(client, ("the lazy dog jumps over the quick brown fox. " * 50).encode()).get_json()["id"]
+    jid = job(client, fid, suffix="fox", validation_file=vid).get_json()["id"]
+    j = train_to_end(client, dirs, jid)
     name = j["fine_tuned_model"]
     assert name.startswith("ft-base-fox-") and j["trained_tokens"] == 40 * 8 * 32
     evs = events(client, jid)
@@ -212,6 +207,7 @@ def test_a_job_trains_in_its_own_process_and_its_model_is_served(app, dirs):
     ft = card["fine_tune"]
     assert ft["job"] == jid and ft["base"] == "base" and ft["training_file"] == fid and ft["data_sha256"]
     assert ft["commands"]["base"] == "python -m model.train --data base.txt" and "--init" in ft["commands"]["fine_tune"]
+    assert ft["validation_file"] == vid and card["validation"]["split"] == "the validation text (after the training text)"
     assert card["validation"]["protocol"] == "training" and card["validation"]["loss"] == pytest.approx(
         min(m["data"]["valid_loss"] for m in metrics))
     r = client.post("/generate", json={"model": name, "prompt": "the ", "max_new_chars": 30, "seed": 1})
@@ -220,6 +216,18 @@ def test_a_job_trains_in_its_own_process_and_its_model_is_served(app, dirs):
     assert client.delete("/v1/models/base").status_code == 403  # only fine-tuned models
     assert client.delete(f"/v1/models/{name}").get_json()["deleted"] is True
     assert client.post("/generate", json={"model": name, "prompt": "the "}).status_code == 404
+
+
+def train_to_end(client, dirs, jid) -> dict:
+    """Run the trainer until the job ends; -> the job, which must have succeeded."""
+    proc = runner(dirs)
+    try:
+        j = wait(client, jid, lambda j: j["status"] in ("succeeded", "failed", "cancelled"))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert j["status"] == "succeeded", (j["error"], _debug_events(client, jid))
+    return j
 
 
 def _wait_step(client, jid, step, timeout=120):
@@ -298,13 +306,7 @@ def test_a_text_in_any_script_with_a_capped_vocabulary(app, dirs):
                                                   "hyperparameters": {"n_steps": 30, "batch_size": 8, "seq_len": 32,
                                                                       "max_vocab": 43, "hidden": 32, "layers": 1}})
     jid = r.get_json()["id"]
-    proc = runner(dirs)
-    try:
-        j = wait(client, jid, lambda j: j["status"] in ("succeeded", "failed", "cancelled"))
-    finally:
-        proc.terminate()
-        proc.wait(30)
-    assert j["status"] == "succeeded", (j["error"], _debug_events(client, jid))
+    j = train_to_end(client, dirs, jid)
     name = j["fine_tuned_model"]
     card = client.get(f"/v1/models/{name}").get_json()
     assert card["unknown"] == "\ufffd" and card["vocab_size"] == 44
