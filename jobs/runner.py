@@ -39,7 +39,12 @@ class RunnerConfig:
     weights: str = "weights/shakespeare"  # the servers' default model: a base a job may name, wherever it lives
     max_jobs: int = 1        # trainers at once
     threads: int = 1         # torch threads per trainer
-    nice: int = 10           # niceness of the trainers: serving keeps the CPU it needs
+    nice: int = 10           # niceness of the trainers (with sched "normal")
+    # "idle": the trainers run under SCHED_IDLE, on CPU time no serving thread wants. With a mere nice
+    # value the kernel still gives a trainer whole time slices on a core the engine's second OpenMP
+    # thread needs, and every parallel region of a wide decode step then waits for it (bench/load.py
+    # --with-training measured 64 clients' /generate at 0.03x with nice 10 and with nice 0).
+    sched: str = "idle"
     max_attempts: int = 3    # unexpected trainer exits (without progress) before a job fails
     poll_s: float = 1.0
     journal: str = "wal"     # the jobs database's journal (jobs/store.py): "delete" across machines
@@ -48,16 +53,20 @@ class RunnerConfig:
     def from_env(cls, environ=None) -> "RunnerConfig":
         env = os.environ if environ is None else environ
         names = {"data_dir": "CHARRNN_DATA_DIR", "models_dir": "CHARRNN_MODELS_DIR", "max_jobs": "CHARRNN_MAX_JOBS",
-                 "threads": "CHARRNN_TRAIN_THREADS", "nice": "CHARRNN_TRAIN_NICE", "weights": "CHARRNN_WEIGHTS", "journal": "CHARRNN_DB_JOURNAL"}
+                 "threads": "CHARRNN_TRAIN_THREADS", "nice": "CHARRNN_TRAIN_NICE", "weights": "CHARRNN_WEIGHTS", "journal": "CHARRNN_DB_JOURNAL",
+                 "sched": "CHARRNN_TRAIN_SCHED"}
         kinds = {"data_dir": str, "models_dir": str, "max_jobs": int, "threads": int, "nice": int, "weights": str,
-                 "journal": str}
+                 "journal": str, "sched": str}
         return cls(**{k: kinds[k](env[v]) for k, v in names.items() if env.get(v)})
 
 
-def _child_setup(niceness: int):
+def _child_setup(niceness: int, sched: str):
     def setup():
         os.setsid()  # its own process group: a terminal's Ctrl-C goes to the runner, which stops it
-        os.nice(niceness)
+        if sched == "idle":
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        else:
+            os.nice(niceness)
         try:  # die with the runner (kill -9 included): a restarted runner must not meet an orphan trainer
             ctypes.CDLL("libc.so.6").prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # (checkpoints are atomic)
         except OSError:
@@ -100,12 +109,13 @@ class Runner:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one runner per data directory: a second one waits here
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: setattr(self, "_stop", True))
-        log.info("trainer: data %s, models %s, %d job(s) at once, %d thread(s), nice %d", self.store.dir,
-                 self.models, self.cfg.max_jobs, self.cfg.threads, self.cfg.nice)
+        log.info("trainer: data %s, models %s, %d job(s) at once, %d thread(s), scheduling %s", self.store.dir,
+                 self.models, self.cfg.max_jobs, self.cfg.threads,
+                 "SCHED_IDLE" if self.cfg.sched == "idle" else f"nice {self.cfg.nice}")
         beat = self.store.dir / "runner.heartbeat"
         # /info tells whether a trainer is alive by this file's age, and how it runs jobs by its content
         beat.write_text(json.dumps({"pid": os.getpid(), "max_jobs": self.cfg.max_jobs, "threads": self.cfg.threads,
-                                    "nice": self.cfg.nice}))
+                                    "nice": self.cfg.nice, "sched": self.cfg.sched}))
         while not self._stop:
             self.tick()
             beat.touch()
@@ -196,7 +206,7 @@ class Runner:
                "PYTHONUNBUFFERED": "1"}
         out = open(d / "trainer.log", "ab")
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                preexec_fn=_child_setup(self.cfg.nice))
+                                preexec_fn=_child_setup(self.cfg.nice, self.cfg.sched))
         child = Child(proc, log=out, last_step=job["step"])
         child.metrics_pos = self._events_done(job)
         self.children[job["id"]] = child

@@ -34,6 +34,20 @@ def _stop_engine(ref: weakref.ref) -> None:
         engine.stop(timeout=1.0)
 
 
+def _yield_to_training(engine: Engine, store, settings: Settings, threads: int, every_s: float = 2.0) -> None:
+    """While fine-tuning jobs run on this machine, the engine's wide turns use their cores' worth of
+    threads fewer (Engine.reserved; docs/training.md, serving while training). Reads the jobs database
+    every few seconds; runs no torch."""
+    while engine.ready:
+        try:
+            running = len(store.jobs(("running",)))
+        except Exception:  # a database busy past its timeout: keep the last answer
+            running = None
+        if running is not None:
+            engine.reserved = min(threads - 1, running * settings.train_threads)
+        time.sleep(every_s)
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     from service.http import auth, drain, errors, openapi, openapi_limits, routes
     from service.http.common import AppContext
@@ -103,6 +117,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["charrnn"] = AppContext(settings=settings, device=device, engine=engine, registry=registry,
                                            metrics=metrics, compiler=RegexCompiler(), openapi=document,
                                            store=Store(settings.data_dir, settings.db_journal))
+    if settings.train_shares_cores and threads > 1:
+        threading.Thread(target=_yield_to_training, args=(engine, app.extensions["charrnn"].store, settings, threads),
+                         name="charrnn-training-watch", daemon=True).start()
 
     @app.before_request
     def _uploads_may_be_larger():  # an upload's limit is its own setting, not the JSON bodies'

@@ -26,6 +26,7 @@ class Metrics:
         self.prompt_chars = Counter("charrnn_prompt_chars", "prompt characters read (prefill)", ["model"], registry=r)
         self.queue_depth = Gauge("charrnn_queue_depth", "sequences waiting to join a batch", registry=r)
         self.active = Gauge("charrnn_active_sequences", "sequences prefilling or decoding", registry=r)
+        self._per_step: dict[str, tuple] = {}
         self.loaded = Gauge("charrnn_model_loaded", "1 for each model in memory", ["model"], registry=r)
         self.model_loads = Counter("charrnn_model_loads", "model loads by result: loaded, reloaded, unloaded, error",
                                    ["model", "result"], registry=r)
@@ -37,9 +38,12 @@ class Metrics:
                                  ["model"], registry=r)
 
     def step(self, model: str, batch: int):
-        """Called by the engine after each decode step of a model."""
-        self.batch_size.labels(model).observe(batch)
-        self.generated.labels(model).inc(batch)
+        """Called by the engine after each decode step of a model (its labelled series looked up once)."""
+        series = self._per_step.get(model)
+        if series is None:
+            series = self._per_step[model] = (self.batch_size.labels(model), self.generated.labels(model))
+        series[0].observe(batch)
+        series[1].inc(batch)
 
     def prefill(self, model: str, rows: int):
         """Called by the engine after each prefill turn that read characters."""

@@ -36,7 +36,13 @@ class Settings(BaseModel):
                                              "(jobs/runner.py) beside the workers; off: it runs elsewhere (compose)")
     max_jobs: int = Field(1, ge=1, le=64, description="fine-tuning jobs training at once (the rest queue)")
     train_threads: int = Field(1, ge=1, le=256, description="torch threads of each training process")
-    train_nice: int = Field(10, ge=0, le=19, description="niceness of the training processes (serving first)")
+    train_sched: Literal["idle", "normal"] = Field("idle", description="how training processes are scheduled: idle "
+                                                   "(SCHED_IDLE: only CPU time serving does not want) or normal (at "
+                                                   "train_nice); docs/training.md, serving while training")
+    train_nice: int = Field(10, ge=0, le=19, description="niceness of the training processes with train_sched normal")
+    train_shares_cores: bool = Field(True, description="the trainer runs on this machine's cores (make serve; compose "
+                                     "on one host): while jobs run, the engine's wide turns use as many threads fewer as "
+                                     "the running jobs train on; false where it trains elsewhere")
     db_journal: Literal["wal", "delete"] = Field("wal", description="the jobs database's journal: wal (every process "
                                                  "on one machine), delete (replicas and trainer on several machines "
                                                  "sharing a network filesystem with working locks)")
@@ -83,4 +89,4 @@ class Settings(BaseModel):
 
     def limits(self) -> dict:
         return self.model_dump(exclude={"weights", "models_dir", "preload", "device", "precision", "torch_threads",
-                                        "api_key", "api_key_file", "metrics_public", "data_dir", "trainer", "db_journal"})
+                                        "api_key", "api_key_file", "metrics_public", "data_dir", "trainer", "db_journal", "train_sched", "train_shares_cores"})

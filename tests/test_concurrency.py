@@ -259,3 +259,51 @@ def test_small_turns_run_on_one_torch_thread_wide_ones_on_all(tiny_model):
     steps = [s for s in seen if s[1] == 1]
     assert {t for b, _, t in prompts if b < 4} == {1} and {t for b, _, t in prompts if b >= 4} == {2}
     assert {t for b, _, t in steps if b < 4} == {1} and {t for b, _, t in steps if b >= 4} == {2}
+
+
+def test_wide_turns_leave_the_cores_a_training_job_needs(tiny_model):
+    """Engine.reserved (set while fine-tuning jobs run on this machine) shrinks the OpenMP team of wide
+    turns: a team member sharing its core with a busy trainer makes every parallel region wait."""
+    import torch
+
+    model, vocab = tiny_model
+    seen = []
+    forward = model.forward
+
+    def spy(x, state=None, **kw):
+        seen.append((x.shape[0], torch.get_num_threads()))
+        return forward(x, state, **kw)
+    model.forward = spy
+    eng, served = serve(model, vocab, prefix_cache=0, threads=2, wide_batch=4)
+    try:
+        for reserved in (1, 0):
+            eng.reserved = reserved
+            seen.clear()
+            queues = [queue.Queue() for _ in range(6)]
+            eng.submit(served, [served.new_sequence([1, 2, 3, 4], params=SamplingParams(), seed=i, max_new=6,
+                                                    stops=[], deadline=time.monotonic() + 30, events=q)
+                                for i, q in enumerate(queues)])
+            for q in queues:
+                while not isinstance(q.get(timeout=10), Finished):
+                    pass
+            assert {t for b, t in seen if b >= 4} == {2 - reserved}
+    finally:
+        eng.stop()
+        model.forward = forward
+
+
+def test_the_server_yields_cores_while_a_job_runs(make_app):
+    app = make_app(torch_threads=2, train_threads=1)
+    c = app.extensions["charrnn"]
+    deadline = time.monotonic() + 10
+    assert c.engine.reserved == 0
+    c.store.add_job({"id": "ftjob-x", "created_at": 0, "status": "running", "model": "tiny", "suffix": None,
+                     "training_file": "file-x", "validation_file": None, "hyperparameters": {}, "seed": 1,
+                     "total_steps": 10})
+    while c.engine.reserved == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert c.engine.reserved == 1
+    c.store.update_job("ftjob-x", status="succeeded")
+    while c.engine.reserved == 1 and time.monotonic() < deadline + 5:
+        time.sleep(0.1)
+    assert c.engine.reserved == 0

@@ -165,7 +165,19 @@ class Registry:
         """The lane serving `name` (None: the default), loading or reloading it first when its files
         are new: the request that finds them waits for the load (a failure answers 503 unless an
         older version can serve)."""
-        e = self._entry(self.default if name is None else name)
+        name = self.default if name is None else name
+        e = self._entries.get(name)
+        if e is not None and e.lane is not None:
+            # The common case, two stat calls: the files a loaded model came from are still there, unchanged
+            # (a rename over them, a symlink put in their place, or their removal changes their identity).
+            try:
+                ident, _ = self._ident(e.prefix)
+            except OSError:
+                ident = None
+            if ident is not None and ident in (e.ident, e.failed_ident):
+                e.last_used = time.monotonic()
+                return e.lane
+        e = self._entry(name)  # checks the name and the files' place in the directory
         e.last_used = time.monotonic()
         try:
             ident, _ = self._ident(e.prefix)

@@ -43,6 +43,11 @@ class Engine:
                  wide_batch: int = 16, metrics=None):
         self.max_queue = max_queue
         self.threads = threads  # torch threads of the engine thread (0: leave as is)
+        # Cores something else on this machine needs now (a training job): the engine's OpenMP team
+        # shrinks by as many, since a team member that shares its core with a busy process makes every
+        # parallel region of a step wait for it (docs/training.md, serving while training). Set by
+        # any thread; read at each turn.
+        self.reserved = 0
         self.wide_batch = wide_batch  # turns over at least this many rows use all `threads`
         self.metrics = metrics
         self.on_idle = on_idle  # called (engine thread) once the engine has had no work for idle_delay s
@@ -172,7 +177,8 @@ class Engine:
         them, and wide batches less (docs/performance.md: /predict-next's p99 against 64
         clients' throughput, by thread count)."""
         if self.threads > 1:
-            torch.set_num_threads(self.threads if rows >= self.wide_batch else 1)
+            wide = max(1, self.threads - self.reserved)
+            torch.set_num_threads(wide if rows >= self.wide_batch else 1)
 
 
 def warm_up(lane: Lane, precisions: list[str], probed: dict) -> dict:

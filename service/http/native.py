@@ -132,7 +132,8 @@ def trainer_state() -> dict:
     return {"mode": c.settings.trainer, "alive": age is not None and age < 10,
             "last_seen_s": None if age is None else round(age, 1),
             "max_jobs": own.get("max_jobs", c.settings.max_jobs), "threads": own.get("threads", c.settings.train_threads),
-            "nice": own.get("nice", c.settings.train_nice), "queued": sum(j["status"] == "queued" for j in jobs),
+            "nice": own.get("nice", c.settings.train_nice), "sched": own.get("sched", c.settings.train_sched),
+            "queued": sum(j["status"] == "queued" for j in jobs),
             "running": sum(j["status"] == "running" for j in jobs)}
 
 
