@@ -8,6 +8,7 @@ import re
 
 SCRATCH = "scratch"  # the base `model` of a job that trains a new network, sized by its hyperparameters
 BASE_LR = 2e-3       # model.train's --lr: learning_rate_multiplier scales it
+UNBOUNDED = 1_000_000  # the steps planned for a job whose time budget alone sets its length
 SUFFIX_RE = re.compile(r"[A-Za-z0-9._-]{1,18}")
 LIMITS = {"n_epochs": (1, 1000), "n_steps": (1, 1_000_000), "minutes": (0.05, 7 * 24 * 60), "batch_size": (1, 512),
           "seq_len": (8, 1024), "learning_rate_multiplier": (1e-3, 100.0), "max_vocab": (2, 65536),
@@ -47,7 +48,9 @@ def plan(hyper: dict, *, scratch: bool, train_chars: int) -> tuple[dict, int]:
     for k in ("batch_size", "seq_len") + (("hidden", "layers", "embed", "cell") if scratch else ()):
         h.setdefault(k, DEFAULTS[k])
     h.setdefault("learning_rate_multiplier", 1.0 if scratch else 0.5)
-    train = int(train_chars * 0.9)
+    from model.data import TRAIN_FRACTION  # (here: the trainer imports this module and holds no torch while idle)
+
+    train = int(train_chars * TRAIN_FRACTION)
     need = h["batch_size"] * h["seq_len"] + h["seq_len"] + 1
     if train < need:
         raise PlanError("hyperparameters.batch_size", f"the training text (~{train} characters) is too short for "
@@ -59,8 +62,13 @@ def plan(hyper: dict, *, scratch: bool, train_chars: int) -> tuple[dict, int]:
         h.setdefault("n_epochs", 3)
         steps = math.ceil(h["n_epochs"] * per_epoch)
     else:  # a time budget alone: the steps only bound it
-        steps = 1_000_000
+        steps = UNBOUNDED
     return h, int(steps)
+
+
+def bounded_steps(job: dict) -> int | None:
+    """The job's planned steps; None when its time budget alone sets its length."""
+    return job["total_steps"] if job["total_steps"] and job["total_steps"] < UNBOUNDED else None
 
 
 def model_name(base: str, suffix: str | None, job_id: str) -> str:
@@ -74,16 +82,16 @@ def train_args(job: dict, *, data: str, out: str, run_dir: str, base_prefix: str
     """model.train's arguments for `job` (without --resume)."""
     h = job["hyperparameters"]
     steps = job["total_steps"]
+    # about 20 evaluations a job (each a metrics event and a sample), never more often than every 10 steps;
+    # with only a time budget, one every 25
+    every = max(min(steps, 10), min(200, steps // 20)) if bounded_steps(job) else 25
     args = ["--data", data, "--out", out, "--run-dir", run_dir, "--device", "cpu", "--threads", str(threads),
             "--seed", str(job["seed"]), "--max-steps", str(steps), "--batch-size", str(h["batch_size"]),
             "--seq-len", str(h["seq_len"]), "--lr", repr(BASE_LR * h["learning_rate_multiplier"]),
             "--min-lr", repr(BASE_LR * h["learning_rate_multiplier"] / 20),
-            "--warmup", str(min(100, max(1, steps // 10))),
-            # about 20 evaluations a job (each a metrics event and a sample), never more often than every 10 steps
-            "--eval-every", str(max(min(steps, 10), min(200, steps // 20)))]
+            "--warmup", str(min(100, max(1, steps // 10))), "--eval-every", str(every)]
     if "minutes" in h:
-        args += ["--time-budget", repr(h["minutes"]), "--eval-every", "25"] if steps >= 1_000_000 else \
-            ["--time-budget", repr(h["minutes"])]
+        args += ["--time-budget", repr(h["minutes"])]
     if base_prefix:
         args += ["--init", base_prefix, "--dropout", "0.1"]
     else:

@@ -21,10 +21,10 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.plan import SCRATCH, train_args
+from jobs.plan import SCRATCH, bounded_steps, train_args
 from jobs.store import FINAL, Store
 
 log = logging.getLogger("charrnn.jobs")
@@ -81,7 +81,6 @@ class Child:
     last_step: int = 0
     log: object = None
     stopping: float = 0.0           # when it was asked to stop (cancel or shutdown)
-    started: float = field(default_factory=time.time)
 
 
 class Runner:
@@ -98,8 +97,9 @@ class Runner:
     def _base_prefix(self, base: str) -> Path | None:
         """A base model's weights prefix, when both of its files are there: the servers' default model (as
         the registry finds it), else the models directory."""
-        default = Path(self.cfg.weights)
-        default = default.with_suffix("") if default.suffix in (".safetensors", ".json") else default
+        from model.checkpoint import weights_prefix  # (when a job starts: an idle trainer holds no torch)
+
+        default = weights_prefix(self.cfg.weights)
         p = default if base == default.name else self.models / base
         return p if Path(f"{p}.safetensors").is_file() and Path(f"{p}.json").is_file() else None
 
@@ -222,7 +222,7 @@ class Runner:
                 del self.children[job["id"]]
                 return
             store.add_event(job["id"], f"Fine-tuning job started: {job['total_steps']} steps"
-                            if job["total_steps"] < 1_000_000 else "Fine-tuning job started")
+                            if bounded_steps(job) else "Fine-tuning job started")
         log.info("job %s: %s", job["id"], " ".join(cmd[1:]))
 
     def _events_done(self, job: dict) -> int:
@@ -237,18 +237,18 @@ class Runner:
         except (OSError, ValueError):
             return
         for rec in lines[child.metrics_pos:]:
-            step, total = rec["step"], job["total_steps"]
+            step, total = rec["step"], bounded_steps(job)
             rate = rec["step"] / rec["wall_time_s"] if rec.get("wall_time_s") else 0
-            left = (total - step) / rate if rate and total < 1_000_000 else None
+            left = (total - step) / rate if rate and total else None
             budget = job["hyperparameters"].get("minutes")
             if budget:
                 spent_left = max(0.0, 60 * budget - rec.get("wall_time_s", 0))
                 left = spent_left if left is None else min(left, spent_left)
-            data = {"step": step, "total_steps": total if total < 1_000_000 else None,
+            data = {"step": step, "total_steps": total,
                     "train_loss": rec["train_loss"], "valid_loss": rec["val_loss"], "valid_bpc": rec["val_bpc"],
                     "chars_per_second": rec["chars_per_s"], "time_left_s": None if left is None else round(left, 1),
                     "learning_rate": rec["lr"]}
-            self.store.add_event(job["id"], f"Step {step}" + (f"/{total}" if total < 1_000_000 else "") +
+            self.store.add_event(job["id"], f"Step {step}" + (f"/{total}" if total else "") +
                                  f": training loss={rec['train_loss']:.4f}, validation loss={rec['val_loss']:.4f}",
                                  type="metrics", data=data)
             if rec.get("sample"):

@@ -104,16 +104,13 @@ class Store:
     def file(self, file_id: str) -> dict | None:
         return self._row(self._db().execute("SELECT * FROM files WHERE id = ? AND deleted = 0", (file_id,)).fetchone())
 
-    def files(self, purpose: str | None = None, after: str | None = None, limit: int = 10000) -> list[dict]:
+    def files(self, purpose: str | None = None) -> list[dict]:
+        """Newest first (the web API pages through them)."""
         q, args = "SELECT * FROM files WHERE deleted = 0", []
         if purpose:
             q, args = q + " AND purpose = ?", [purpose]
         rows = self._db().execute(q + " ORDER BY created_at DESC, rowid DESC", args).fetchall()
-        out = [self._row(r) for r in rows]
-        if after:
-            ids = [f["id"] for f in out]
-            out = out[ids.index(after) + 1:] if after in ids else []
-        return out[:limit]
+        return [self._row(r) for r in rows]
 
     def delete_file(self, file_id: str) -> bool:
         with self._tx() as db:

@@ -62,13 +62,12 @@ def cap_vocab(text: str, max_vocab: int) -> tuple[str, str | None, int]:
     if len(cps) <= max_vocab:
         return text, None, 0
     order = np.lexsort((cps, -counts))  # most frequent first
-    keep = {chr(c) for c in cps[order[:max_vocab]].tolist()}
     unknown = UNKNOWN if UNKNOWN not in text else UNKNOWN_ALT
-    dropped = {ord(chr(c)): unknown for c in cps[order[max_vocab:]].tolist()}
+    dropped = {c: unknown for c in cps[order[max_vocab:]].tolist()}  # code point -> the symbol (str.translate)
     return text.translate(dropped), unknown, len(dropped)
 
 
-def load_corpus(path: str | Path, max_vocab: int | None = None) -> Corpus:
+def load_corpus(path: str | Path, max_vocab: int | None = None, val_chars: int | None = None) -> Corpus:
     path = Path(path)
     digest = sha256_file(path)
     stem = f".{path.name}.{digest[:16]}" + (f".v{max_vocab}" if max_vocab else "")
@@ -78,7 +77,7 @@ def load_corpus(path: str | Path, max_vocab: int | None = None) -> Corpus:
             meta = json.loads(voc_p.read_text(encoding="utf-8"))
             meta = meta if isinstance(meta, dict) else {"chars": meta}
             return Corpus(path, digest, Vocab(meta["chars"]), np.load(ids_p, mmap_mode="r"), meta.get("unknown"),
-                          meta.get("dropped", 0))
+                          meta.get("dropped", 0), val_chars)
     text = path.read_text(encoding="utf-8")
     unknown, dropped = None, 0
     if max_vocab:
@@ -95,7 +94,7 @@ def load_corpus(path: str | Path, max_vocab: int | None = None) -> Corpus:
             break
         except OSError:
             continue
-    return Corpus(path, digest, vocab, ids, unknown, dropped)
+    return Corpus(path, digest, vocab, ids, unknown, dropped, val_chars)
 
 
 class StreamBatcher:

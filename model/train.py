@@ -308,8 +308,7 @@ def train(c: TrainConfig, command: str = "") -> dict:
     out = weights_prefix(c.out)
     run_dir = Path(c.run_dir or Path("runs") / out.name)
     ckpt_path, metrics_path = run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
-    corpus = load_corpus(c.data, c.max_vocab)
-    corpus.val_chars = c.val_chars
+    corpus = load_corpus(c.data, c.max_vocab, c.val_chars)
     train_ids, val_ids = corpus.split("train"), corpus.split("val")
     if c.init:  # the shape is the init weights'; the regularisation stays this run's
         shape = load_card(c.init)["config"]

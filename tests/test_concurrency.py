@@ -228,23 +228,22 @@ def test_idle_work_waits_for_a_quiet_spell_not_each_gap_between_requests(tiny_mo
         eng.stop()
 
 
-def test_small_turns_run_on_one_torch_thread_wide_ones_on_all(tiny_model):
-    """A second OpenMP thread pays off for wide batches; on small turns it costs the HTTP threads
-    more than it gains (docs/performance.md)."""
+def _threads_per_call(model, vocab, batches, reserved=0):
+    """Serve `batches` (rows of each batch, one batch after another) on an engine with 2 threads and
+    wide_batch 4; -> (rows, characters per row, torch threads) of each model call on the engine thread."""
     import torch
 
-    model, vocab = tiny_model
-    seen = []  # (rows, characters per row, torch threads) of each model call on the engine thread
-    forward = model.forward
+    seen, forward = [], model.forward
 
     def spy(x, state=None, **kw):
         seen.append((x.shape[0], x.shape[1], torch.get_num_threads()))
         return forward(x, state, **kw)
     model.forward = spy
     eng, served = serve(model, vocab, prefix_cache=0, threads=2, wide_batch=4)
+    eng.reserved = reserved
     try:
         seen.clear()
-        for n in (1, 6):
+        for n in batches:
             queues = [queue.Queue() for _ in range(n)]
             eng.submit(served, [served.new_sequence([1, 2, 3, 4], params=SamplingParams(), seed=i, max_new=6,
                                                     stops=[], deadline=time.monotonic() + 30, events=q)
@@ -255,6 +254,13 @@ def test_small_turns_run_on_one_torch_thread_wide_ones_on_all(tiny_model):
     finally:
         eng.stop()
         model.forward = forward
+    return seen
+
+
+def test_small_turns_run_on_one_torch_thread_wide_ones_on_all(tiny_model):
+    """A second OpenMP thread pays off for wide batches; on small turns it costs the HTTP threads
+    more than it gains (docs/performance.md)."""
+    seen = _threads_per_call(*tiny_model, (1, 6))
     prompts = [s for s in seen if s[1] > 1]
     steps = [s for s in seen if s[1] == 1]
     assert {t for b, _, t in prompts if b < 4} == {1} and {t for b, _, t in prompts if b >= 4} == {2}
@@ -264,32 +270,8 @@ def test_small_turns_run_on_one_torch_thread_wide_ones_on_all(tiny_model):
 def test_wide_turns_leave_the_cores_a_training_job_needs(tiny_model):
     """Engine.reserved (set while fine-tuning jobs run on this machine) shrinks the OpenMP team of wide
     turns: a team member sharing its core with a busy trainer makes every parallel region wait."""
-    import torch
-
-    model, vocab = tiny_model
-    seen = []
-    forward = model.forward
-
-    def spy(x, state=None, **kw):
-        seen.append((x.shape[0], torch.get_num_threads()))
-        return forward(x, state, **kw)
-    model.forward = spy
-    eng, served = serve(model, vocab, prefix_cache=0, threads=2, wide_batch=4)
-    try:
-        for reserved in (1, 0):
-            eng.reserved = reserved
-            seen.clear()
-            queues = [queue.Queue() for _ in range(6)]
-            eng.submit(served, [served.new_sequence([1, 2, 3, 4], params=SamplingParams(), seed=i, max_new=6,
-                                                    stops=[], deadline=time.monotonic() + 30, events=q)
-                                for i, q in enumerate(queues)])
-            for q in queues:
-                while not isinstance(q.get(timeout=10), Finished):
-                    pass
-            assert {t for b, t in seen if b >= 4} == {2 - reserved}
-    finally:
-        eng.stop()
-        model.forward = forward
+    seen = _threads_per_call(*tiny_model, (6,), reserved=1)
+    assert {t for b, _, t in seen if b >= 4} == {1}
 
 
 def test_the_server_yields_cores_while_a_job_runs(make_app):

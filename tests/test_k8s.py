@@ -1,7 +1,6 @@
 """deploy/k8s: every manifest validates against a recent Kubernetes API schema (offline, with the
 schemas bundled in kubernetes-validate), and the settings that keep a rollout or a drain from
 dropping requests hold together."""
-from pathlib import Path
 
 import pytest
 

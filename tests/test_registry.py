@@ -4,7 +4,6 @@ files that must never reach the file system."""
 import json
 import os
 import threading
-import time
 from pathlib import Path
 
 import pytest

@@ -47,17 +47,18 @@ class CompletionSpec:
     constraint: object | None = None      # a compiled regex
 
 
-def encode(vocab, text: str, *, field: str, unknown: str = "error", symbol: str | None = None) -> list[int]:
+def encode(vocab, text: str, *, field: str, unknown: str | None = "error", symbol: str | None = None) -> list[int]:
     """text -> ids; characters outside the vocabulary are a 422 naming them, unless unknown='skip' (dropped)
     or the model has an unknown symbol (`symbol`: a model trained with max_vocab), which they read as, as
-    in training."""
+    in training. unknown=None: the API has no unknown_chars option (OpenAI's)."""
     missing = vocab.unknown(text)
     if missing and symbol is not None:
         text, missing = text.translate({ord(ch): symbol for ch in missing}), []
-    if missing and unknown == "error":
+    if missing and unknown != "skip":
+        hint = "; remove them or send \"unknown_chars\": \"skip\"" if unknown == "error" else ""
         raise APIError(422, "unknown_characters", f"{field} has {len(missing)} character(s) outside the model's "
-                       "vocabulary; remove them or send \"unknown_chars\": \"skip\"",
-                       [{"field": field, "message": "characters outside the vocabulary", "chars": missing}])
+                       f"vocabulary{hint}", [{"field": field, "message": "characters outside the vocabulary",
+                                              "chars": missing}])
     return vocab.encode(text, unknown="skip").tolist()
 
 
@@ -69,7 +70,8 @@ def build(lane: Lane, *, prompts: list[Prompt], timeout_s: float, compiler, max_
           score_prompt: int | None = None) -> CompletionSpec:
     """The one place a request's settings become the engine's."""
     V = len(lane.vocab)
-    bias = tuple((int(i), float(b)) for i, b in {**(logit_bias or {}), **{i: -100.0 for i in lane.never}}.items())
+    never = {lane.vocab.index(lane.unknown): -100.0} if lane.unknown else {}  # read, never generated
+    bias = tuple((int(i), float(b)) for i, b in {**(logit_bias or {}), **never}.items())
     try:
         check_bans(lane.vocab, bias)
         constraint = None if regex is None else compiler.compile(regex, lane.vocab.chars, banned(bias))
@@ -129,14 +131,7 @@ def openai_prompts(req: CompletionRequest, lane: Lane) -> list[Prompt]:
     out = []
     for item in items:
         if isinstance(item, str):
-            missing = vocab.unknown(item)
-            if missing and lane.unknown is not None:
-                item_ids = encode(vocab, item, field="prompt", symbol=lane.unknown)
-                out.append(Prompt(item, item_ids))
-                continue
-            if missing:
-                raise invalid("prompt", f"the prompt has characters outside the model's vocabulary: {missing[:20]}")
-            out.append(Prompt(item, vocab.encode(item).tolist()))
+            out.append(Prompt(item, encode(vocab, item, field="prompt", unknown=None, symbol=lane.unknown)))
         else:
             if any(not 0 <= i < len(vocab) for i in item):
                 raise invalid("prompt", f"vocabulary indices are 0..{len(vocab) - 1} (GET /v1/models)")

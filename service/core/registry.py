@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from model.checkpoint import weights_prefix
 from service.core.errors import APIError
 from service.engine import Engine, Lane, warm_up
 
@@ -70,8 +71,7 @@ class Registry:
     def __init__(self, *, engine: Engine, settings, device, metrics=None):
         self.engine, self.settings, self.device, self.metrics = engine, settings, device, metrics
         self.dir = Path(settings.models_dir)
-        default = Path(settings.weights)
-        default = default.with_suffix("") if default.suffix in (".safetensors", ".json") else default
+        default = weights_prefix(settings.weights)
         if not NAME_RE.fullmatch(default.name):
             raise ValueError(f"the default model's name {default.name!r} is not a valid model id")
         self.default = default.name
@@ -111,8 +111,8 @@ class Registry:
         sts = [os.stat(f"{prefix}{s}") for s in (".safetensors", ".json")]
         return tuple((st.st_ino, st.st_size, st.st_mtime_ns) for st in sts), sts[0].st_mtime
 
-    def _read(self, prefix: Path, with_weights: bool) -> Files:
-        """Read the card (and the weights) with their caps; the identity is taken before and after, so a
+    def _read(self, prefix: Path) -> Files:
+        """Read the card and the weights with their caps; the identity is taken before and after, so a
         rename in between is never mistaken for the files it replaced."""
         ident, mtime = self._ident(prefix)
         caps = {".json": self.settings.max_card_bytes, ".safetensors": self.settings.max_model_bytes}
@@ -125,14 +125,12 @@ class Registry:
             raise LoadError(f"{prefix.name}.json is not valid JSON: {e}") from None
         if not isinstance(card, dict) or not isinstance(card.get("vocab"), list) or "config" not in card:
             raise LoadError(f"{prefix.name}.json is not a model card (no vocab or config)")
-        files = Files(ident, mtime, card)
-        if with_weights:
-            files.weights = Path(f"{prefix}.safetensors").read_bytes()
-            files.sha256 = hashlib.sha256(files.weights).hexdigest()
+        weights = Path(f"{prefix}.safetensors").read_bytes()
+        files = Files(ident, mtime, card, weights, hashlib.sha256(weights).hexdigest())
         if self._ident(prefix)[0] != ident:
             raise LoadError("the files changed while being read")
         named = card.get("weights_sha256")
-        if with_weights and named and named != files.sha256:
+        if named and named != files.sha256:
             raise LoadError(f"{prefix.name}.json names other weights (sha256 {named[:12]}, these are "
                             f"{files.sha256[:12]}): a pair being replaced, or mismatched")
         return files
@@ -178,19 +176,13 @@ class Registry:
                 e.last_used = time.monotonic()
                 return e.lane
         e = self._entry(name)  # checks the name and the files' place in the directory
-        e.last_used = time.monotonic()
         try:
             ident, _ = self._ident(e.prefix)
         except OSError:
-            ident = None
-        if e.lane is not None and (ident == e.ident or ident is None or ident == e.failed_ident):
-            return e.lane
-        if ident is None:
-            raise self.not_found(e.name)
+            raise self.not_found(e.name) from None
         with e.lock:  # one load per model at a time; the others wait for it and take its result
-            if e.lane is None or e.ident != ident:
-                if ident != e.failed_ident:
-                    self._load(e, timeout)
+            if ident not in (e.ident, e.failed_ident):  # new files (or unloaded: e.ident is None)
+                self._load(e, timeout)
             if e.lane is None:
                 raise APIError(503, "model_unavailable", f"the model '{e.name}' cannot be loaded: {e.error}",
                                [{"field": "model"}], {"Retry-After": "5"})
@@ -200,7 +192,7 @@ class Registry:
     def _load(self, e: Entry, timeout: float) -> None:
         t0 = time.perf_counter()
         try:
-            files = self._read(e.prefix, with_weights=True)
+            files = self._read(e.prefix)
             self._make_room(keep=e)
             lane, scores = self.engine.call(lambda: self._build(e.name, files)).result(timeout)
         except Exception as exc:  # the old lane (if any) keeps serving; the error is shown on the model
@@ -246,11 +238,10 @@ class Registry:
         s = self.settings
         precisions = (candidate_precisions(self.device, card) if s.precision == "auto"
                       else [resolve_precision(s.precision, self.device)])
-        unknown = card.get("unknown")  # --max-vocab's symbol for the characters left out: read, never written
         lane = Lane(model, vocab, name=name, max_batch=s.max_batch, prefill_chunk=s.prefill_chunk,
                     prefix_cache=s.prefix_cache, max_context=context_window(s, card),
                     stream_interval=s.stream_interval_ms / 1000, metrics=self.metrics,
-                    never=(vocab.index(unknown),) if unknown in vocab.chars else ())
+                    unknown=card.get("unknown"))
         return lane, warm_up(lane, precisions, self._probed)
 
     def _make_room(self, keep: Entry) -> None:
@@ -314,14 +305,14 @@ class Registry:
             raise self.not_found(name) from None
         if e.card_ident != ident and ident != e.failed_ident:
             try:  # a model not loaded (or changed since): its card and hash, read once per version of its files
-                files = self._read(e.prefix, with_weights=True)
+                files = self._read(e.prefix)
                 e.card, e.card_ident, e.created = files.card, files.ident, int(files.mtime)
-                e.sha256 = files.sha256 if e.lane is None else e.sha256
+                if e.lane is None:  # (a loaded model shows what it serves until these files load)
+                    e.sha256, e.error = files.sha256, None
             except (OSError, LoadError) as exc:
                 e.error = str(exc)
-        lane = e.lane
-        return {"entry": e, "loaded": lane is not None, "lane": lane, "pending_reload": lane is not None and
-                ident != e.ident and ident != e.failed_ident}
+        return {"entry": e, "lane": e.lane, "pending_reload": e.lane is not None and ident not in (e.ident,
+                                                                                                  e.failed_ident)}
 
 
 def context_window(settings, card: dict) -> int:

@@ -42,10 +42,11 @@ class StepParams(BatchParams):
 class Lane:
     def __init__(self, model: CharRNN, vocab: Vocab, *, name: str = "model", max_batch: int = 64,
                  prefill_chunk: int = 256, prefix_cache: int = 1024, max_context: int = 0,
-                 stream_interval: float = 0.0, metrics=None, never: tuple[int, ...] = ()):
+                 stream_interval: float = 0.0, metrics=None, unknown: str | None = None):
         self.name, self.model, self.vocab, self.metrics = name, model, vocab, metrics
-        self.never = never  # ids generation never emits (the card's unknown symbol, under --max-vocab)
-        self.unknown = vocab.chars[never[0]] if never else None  # ...which characters outside the vocabulary read as
+        # A model trained with --max-vocab: the symbol every character outside its vocabulary reads as,
+        # which generation never emits (service/core/completion.py bans it)
+        self.unknown = unknown if unknown in vocab.chars else None
         self.max_batch, self.prefill_chunk = max_batch, prefill_chunk
         self.max_context = max_context  # a context read afresh is read from its last N ids (0: all)
         self.stream_interval = stream_interval

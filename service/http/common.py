@@ -73,8 +73,11 @@ def sse(obj) -> str:
     return f"data: {obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)}\n\n"
 
 
-def sse_response(body, seed: int) -> Response:
-    """A text/event-stream answer that proxies pass through unbuffered (X-Accel-Buffering for nginx)."""
+def sse_response(body, seed: int | None = None) -> Response:
+    """A text/event-stream answer that proxies pass through unbuffered (X-Accel-Buffering for nginx);
+    a completion's says its seed (X-Seed)."""
     resp = Response(stream_with_context(body), mimetype="text/event-stream")
-    resp.headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Seed": str(seed)})
+    resp.headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    if seed is not None:
+        resp.headers["X-Seed"] = str(seed)
     return resp

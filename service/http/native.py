@@ -97,7 +97,8 @@ def info():
     c = ctx()
     reg = c.registry
     lane = lane_for(None)
-    card, m = reg.describe(reg.default)["entry"].card or {}, lane.model
+    entry, m = reg.describe(reg.default)["entry"], lane.model
+    card = entry.card or {}
     training = card.get("training", {})
     return jsonify({
         "model": {"id": lane.name, "weights": c.settings.weights, "format": card.get("format"),
@@ -110,7 +111,7 @@ def info():
                    "max_loaded": c.settings.max_loaded},
         "trainer": trainer_state(),
         "device": str(c.device), "precision": m.precision,
-        "precision_probe": reg.describe(reg.default)["entry"].precision_probe or None,  # us per step, when measured
+        "precision_probe": entry.precision_probe or None,  # us per step, when measured
         "torch": torch.__version__,
         "torch_threads": c.engine.threads or torch.get_num_threads(),  # the engine thread's, not this one's
         "limits": {**c.settings.limits(), "max_context": lane.max_context}})

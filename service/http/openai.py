@@ -39,7 +39,7 @@ def model_card(name: str) -> ModelCard:
                      vocab_size=len(card.get("vocab", [])), vocab=list(card.get("vocab", [])), cell=cfg.get("cell"),
                      layers=cfg.get("layers"), hidden=cfg.get("hidden"), embed=cfg.get("embed"),
                      parameters=card.get("parameters"), validation=val, max_context=window or None,
-                     max_tokens=c.settings.max_new_chars, sha256=e.sha256, loaded=d["loaded"],
+                     max_tokens=c.settings.max_new_chars, sha256=e.sha256, loaded=lane is not None,
                      precision=lane.model.precision if lane is not None else None, reload_pending=d["pending_reload"],
                      unknown=card.get("unknown"), fine_tune=card.get("fine_tune"), error=e.error)
 

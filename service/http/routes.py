@@ -97,7 +97,7 @@ ROUTES = [
           query=(AFTER, LIMIT(1000), ("stream", {"type": "boolean"}, "follow the events live (text/event-stream)")),
           stream='data: {fine_tuning.job.event} per event, oldest first, then data: [DONE] when the job has ended'),
     Route("get", "/v1/fine_tuning/jobs/{job_id}/checkpoints", tuning.job_checkpoints, "A job's evaluations, newest "
-          "first, with their metrics", response=CheckpointList, errors=(400, 404), query=(LIMIT(1000),)),
+          "first, with their metrics", response=CheckpointList, errors=(400, 404), query=(AFTER, LIMIT(1000))),
     Route("get", "/", pages.index, documented=False),
     Route("get", "/ui/{name}", pages.ui_asset, documented=False),
     Route("get", "/openapi.json", pages.openapi_json, documented=False),

@@ -7,16 +7,16 @@ import random
 import time
 from pathlib import Path
 
-from flask import Response, jsonify, request, stream_with_context
+from flask import Response, jsonify, request
 
-from jobs.plan import SCRATCH, PlanError, model_name, plan
+from jobs.plan import SCRATCH, PlanError, bounded_steps, model_name, plan
 from jobs.store import FINAL, new_id
 from jobs.upload import UploadError, check
 from model.checkpoint import atomic_write
 from service.core.errors import APIError
 from service.core.tuning_schemas import (Checkpoint, CheckpointList, Deleted, Event, EventList, FileList, FileObject,
                                          Job, JobCreate, JobList)
-from service.http.common import ctx, parse, sse
+from service.http.common import ctx, parse, sse, sse_response
 
 PURPOSES = ("fine-tune",)
 
@@ -74,10 +74,19 @@ def create_file():
     return jsonify(_file_out(f))
 
 
+def _page(items: list[dict], out, *, default: int, most: int) -> tuple[list, bool]:
+    """One page of a list in its order: the items after ?after=ID (an id no longer there: none), at most
+    ?limit of them, each through `out`; -> (page, whether more follow)."""
+    limit, after = _int_arg("limit", default, 1, most), request.args.get("after")
+    if after:
+        ids = [x["id"] for x in items]
+        items = items[ids.index(after) + 1:] if after in ids else []
+    return [out(x) for x in items[:limit]], len(items) > limit
+
+
 def list_files():
-    limit = _int_arg("limit", 10000, 1, 10000)
-    files = _store().files(request.args.get("purpose"), request.args.get("after"), limit + 1)
-    return jsonify(FileList(data=[_file_out(f) for f in files[:limit]], has_more=len(files) > limit).model_dump())
+    data, more = _page(_store().files(request.args.get("purpose")), _file_out, default=10000, most=10000)
+    return jsonify(FileList(data=data, has_more=more).model_dump())
 
 
 def get_file(file_id: str):
@@ -105,7 +114,7 @@ def _job_out(j: dict) -> dict:
                trained_tokens=j["trained_tokens"], error=j["error"], seed=j["seed"],
                estimated_finish=j["estimated_finish"] if j["status"] == "running" else None, suffix=j["suffix"],
                method={"type": "supervised", "supervised": {"hyperparameters": h}},
-               total_steps=j["total_steps"] if j["total_steps"] and j["total_steps"] < 1_000_000 else None,
+               total_steps=bounded_steps(j),
                step=j["step"]).model_dump()
 
 
@@ -152,17 +161,13 @@ def create_job():
     store.update_job(jid, fine_tuned_model=model_name(req.model, req.suffix, jid))
     store.add_event(jid, f"Validated training file: {train['id']} ({train['chars']} characters)")
     store.update_job(jid, only_from=("validating_files",), status="queued")
-    store.add_event(jid, "Job queued" + (f" ({steps} steps)" if steps < 1_000_000 else ""))
+    store.add_event(jid, "Job queued" + (f" ({steps} steps)" if bounded_steps(store.job(jid)) else ""))
     return jsonify(_job_out(store.job(jid)))
 
 
 def list_jobs():
-    limit, after = _int_arg("limit", 20, 1, 100), request.args.get("after")
-    jobs = _store().jobs()
-    if after:
-        ids = [j["id"] for j in jobs]
-        jobs = jobs[ids.index(after) + 1:] if after in ids else []
-    return jsonify(JobList(data=[_job_out(j) for j in jobs[:limit]], has_more=len(jobs) > limit).model_dump())
+    data, more = _page(_store().jobs(), _job_out, default=20, most=100)
+    return jsonify(JobList(data=data, has_more=more).model_dump())
 
 
 def get_job(job_id: str):
@@ -191,12 +196,9 @@ def job_events(job_id: str):
         return _follow(j["id"])
     if request.args.get("stream") not in (None, "false", "0"):
         raise _bad("stream", "stream is true or false")
-    limit, after = _int_arg("limit", 20, 1, 1000), request.args.get("after")
-    events = list(reversed(store.events(j["id"])))  # newest first, as OpenAI lists them
-    if after:
-        ids = [e["id"] for e in events]
-        events = events[ids.index(after) + 1:] if after in ids else []
-    return jsonify(EventList(data=[_event_out(e) for e in events[:limit]], has_more=len(events) > limit).model_dump())
+    # newest first, as OpenAI lists them
+    data, more = _page(list(reversed(store.events(j["id"]))), _event_out, default=20, most=1000)
+    return jsonify(EventList(data=data, has_more=more).model_dump())
 
 
 def _follow(job_id: str):
@@ -222,22 +224,21 @@ def _follow(job_id: str):
                 yield ": keep-alive\n\n"
             time.sleep(0.5)
 
-    resp = Response(stream_with_context(body()), mimetype="text/event-stream")
-    resp.headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    return resp
+    return sse_response(body())
 
 
 def job_checkpoints(job_id: str):
     j = _job(job_id)
-    limit = _int_arg("limit", 10, 1, 1000)
-    rows = _store().checkpoints(j["id"])
     name = j["fine_tuned_model"]
-    data = [Checkpoint(id=r["id"], created_at=r["created_at"], fine_tuned_model_checkpoint=f"{name}:step-{r['step']}",
-                       fine_tuning_job_id=j["id"], step_number=r["step"],
-                       metrics={"step": r["step"], "train_loss": r["metrics"].get("train_loss"),
-                                "valid_loss": r["metrics"].get("valid_loss"),
-                                "full_valid_loss": r["metrics"].get("valid_loss")}).model_dump() for r in rows]
-    return jsonify(CheckpointList(data=data[:limit], has_more=len(data) > limit).model_dump())
+
+    def out(r):
+        m = r["metrics"]
+        return Checkpoint(id=r["id"], created_at=r["created_at"], fine_tuned_model_checkpoint=f"{name}:step-{r['step']}",
+                          fine_tuning_job_id=j["id"], step_number=r["step"],
+                          metrics={"step": r["step"], "train_loss": m.get("train_loss"), "valid_loss": m.get(
+                              "valid_loss"), "full_valid_loss": m.get("valid_loss")}).model_dump()
+    data, more = _page(_store().checkpoints(j["id"]), out, default=10, most=1000)
+    return jsonify(CheckpointList(data=data, has_more=more).model_dump())
 
 
 def delete_model(model: str):
