@@ -367,3 +367,48 @@ def test_make_serve_starts_the_trainer_beside_gunicorn_and_stops_it(tiny_weights
     assert "trainer started" in out
     time.sleep(0.5)
     assert not Path(f"/proc/{runners[0]}").exists() or Path(f"/proc/{runners[0]}/stat").read_text().split()[2] == "Z"
+
+
+def test_the_official_client_end_to_end(dirs, tmp_path):
+    """A job's whole life through the official `openai` client against gunicorn with its trainer (make
+    serve's set-up): upload, create, follow, list events and checkpoints, use the model, delete it."""
+    openai = pytest.importorskip("openai")
+    from servers import Server
+
+    models, data = dirs
+    server = Server(models / "base", CHARRNN_TRAINER="local", CHARRNN_DATA_DIR=str(data)).wait_ready()
+    try:
+        client = openai.OpenAI(base_url=server.base + "/v1", api_key="unused", max_retries=0)
+        text = tmp_path / "fox.txt"
+        text.write_text(TEXT, encoding="utf-8")
+        f = client.files.create(file=text.open("rb"), purpose="fine-tune")
+        assert f.bytes == len(TEXT) and f.purpose == "fine-tune"
+        assert client.files.retrieve(f.id).filename == "fox.txt"
+        assert client.files.content(f.id).read() == TEXT.encode()
+        job = client.fine_tuning.jobs.create(model="base", training_file=f.id, suffix="client", seed=3,
+                                             hyperparameters={"n_epochs": 1, "batch_size": 8})
+        assert job.status == "queued" and job.hyperparameters.n_epochs == 1
+        assert job.id in [j.id for j in client.fine_tuning.jobs.list(limit=5).data]
+        deadline = time.time() + 180
+        while job.status not in ("succeeded", "failed", "cancelled") and time.time() < deadline:
+            time.sleep(0.5)
+            job = client.fine_tuning.jobs.retrieve(job.id)
+        assert job.status == "succeeded", job.error
+        events = client.fine_tuning.jobs.list_events(job.id, limit=100).data
+        metrics = [e for e in events if e.type == "metrics"]
+        assert metrics and all(e.object == "fine_tuning.job.event" for e in events)
+        assert metrics[0].data["step"] == job.step  # newest first
+        checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
+        assert checkpoints[0].step_number == job.step and checkpoints[0].metrics.valid_loss is not None
+        name = job.fine_tuned_model
+        assert name in [m.id for m in client.models.list().data]
+        r = client.completions.create(model=name, prompt="the ", max_tokens=20, seed=1)
+        assert r.model == name and set(r.choices[0].text) <= set(LATIN.chars)
+        assert client.models.delete(name).deleted is True
+        with pytest.raises(openai.NotFoundError):
+            client.completions.create(model=name, prompt="the ", max_tokens=5)
+        with pytest.raises(openai.PermissionDeniedError):
+            client.models.delete("base")
+        assert client.files.delete(f.id).deleted is True
+    finally:
+        server.stop()
