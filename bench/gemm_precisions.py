@@ -18,8 +18,7 @@ import time
 
 import torch
 
-from model.fused import _linear
-from model.precision import int8_available
+from model.precision import PRECISIONS, int8_available
 
 
 def best_us(fn, calls: int = 200, rounds: int = 5) -> float:
@@ -44,7 +43,7 @@ def main():
     W = torch.randn(2048, K)
     wt, wb = W.T.contiguous(), W.T.contiguous().bfloat16()
     packed = torch.ops.quantized.linear_prepack_fp16(W, None)
-    int8 = _linear(W, None, "int8") if int8_available() else None
+    int8 = PRECISIONS["int8"].linear(W, None, 1.0) if int8_available() else None
     out = {}
     print(f"x (B, {K}) @ W ({K} -> 2048), {args.threads} thread(s); microseconds per product, best of 5")
     print(f"{'batch':>5} {'fp32':>8} {'fp16':>8} {'int8':>8} {'bf16':>8} {'int8/fp16':>10} {'bf16/fp16':>10}")

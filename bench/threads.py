@@ -41,10 +41,10 @@ def time_steps(model, threads: int, steps: int) -> dict:
     torch.set_grad_enabled(False)
     x, state = torch.zeros(1, 1, dtype=torch.long), model.init_hidden(1)
     for _ in range(50):
-        _, state = model(x, state)
+        _, state = model(x, state, infer=True)
     r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     for _ in range(steps):
-        _, state = model(x, state)
+        _, state = model(x, state, infer=True)
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     return {"step_us": (time.perf_counter() - t0) / steps * 1e6,
             "switches": (r1.ru_nvcsw + r1.ru_nivcsw) - (r0.ru_nvcsw + r0.ru_nivcsw)}

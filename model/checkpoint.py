@@ -1,10 +1,12 @@
-"""Files: weights (safetensors + JSON model card) and training checkpoints, all written atomically.
+"""Files: weights (safetensors + JSON model card) and training checkpoints, all written atomically;
+and trained weights as the start of a fine-tuning run (init_from, init_record).
 
 A kill at any moment leaves either the old file or the new one, never half of one: every
 write goes to a temp file in the same directory, is fsynced, then os.replace()d over the target.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -113,3 +115,36 @@ def save_training_state(path: str | Path, state: dict) -> None:
 def load_training_state(path: str | Path) -> dict:
     # weights_only=True: tensors, dicts, lists and numbers only; nothing is unpickled as code.
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# --- fine-tuning: a run that starts from trained weights (model.train --init) ----------------------
+def init_record(init: str, chars_seen: int) -> dict:
+    """A fine-tune's provenance: the init weights' hash and how they were trained (their card's
+    command), and the characters seen by both runs together."""
+    record = _init_provenance(init)
+    return {"init": dict(record), "chars_seen_total": record["chars_seen"] + chars_seen}
+
+
+@functools.cache  # the init weights do not change during a run: hash and read them once, not per save
+def _init_provenance(init: str) -> dict:
+    t = load_card(init).get("training", {})
+    return {"weights": init, "sha256": sha256_file(weights_prefix(init).with_suffix(".safetensors")),
+            "command": t.get("command"), "chars_seen": t.get("chars_seen_total", t.get("chars_seen")) or 0}
+
+
+def init_from(model: CharRNN, vocab, prefix: str) -> None:
+    """Copy trained weights into a fresh `model` of the same shape whose vocabulary may differ:
+    the recurrent core and start state as they are, the embedding rows and head rows of the
+    characters both vocabularies share (by character); characters new to the weights keep their
+    fresh initialisation, characters the new text lacks are dropped."""
+    old, old_vocab, _ = load_weights(prefix)
+    shared = [ch for ch in vocab.chars if ch in old_vocab.chars]
+    new_idx = torch.tensor([vocab.index(ch) for ch in shared], dtype=torch.long)
+    old_idx = torch.tensor([old_vocab.index(ch) for ch in shared], dtype=torch.long)
+    state = model.state_dict()
+    for name, tensor in old.state_dict().items():
+        if name in ("embed.weight", "head.weight", "head.bias"):  # rows by character
+            state[name][new_idx.to(state[name].device)] = tensor[old_idx].to(state[name].device)
+        else:
+            state[name].copy_(tensor)
+    model.load_state_dict(state)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from model.cells import CELLS
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -12,10 +14,9 @@ class ModelConfig:
     layers: int = 2       # stacked recurrent layers
     dropout: float = 0.25 # between recurrent layers and on their output (training only)
     weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden matrices (AWD-LSTM; training only)
-    cell: str = "lstm"    # recurrent cell: lstm | gru | rnn (model/network.py CELLS); absent in old cards = lstm
+    cell: str = "lstm"    # recurrent cell: lstm | gru | rnn (model/cells.py CELLS); absent in old cards = lstm
 
     def __post_init__(self):
-        from model.network import CELLS
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {tuple(CELLS)}, not {self.cell!r}")
 

@@ -69,7 +69,7 @@ def score_rows(model, ids: np.ndarray, rows: list[tuple[int, int, int]], device=
         bounds = list(range(0, ctx, chunk)) + (list(range(ctx, L)) if stepwise else list(range(ctx, L, chunk)))
         state = None
         for t, t_end in zip(bounds, bounds[1:] + [L]):
-            logits, state = model(x[:, t:t_end], state)  # (G, t_end - t, V)
+            logits, state = model(x[:, t:t_end], state, infer=True)  # (G, t_end - t, V)
             nll[:, t:t_end] = F.cross_entropy(logits.float().transpose(1, 2), y[:, t:t_end],
                                               ignore_index=-1, reduction="none")
         nll = nll.cpu().numpy()
@@ -185,13 +185,30 @@ def main(argv=None) -> dict:
     return out
 
 
+def card_key(protocol: str, precision: str = "fp32", stepwise: bool = False, window: int | None = None,
+             context: int | None = None) -> str:
+    """Where --record keeps a result in the card's "evaluation": the protocol and its window or
+    context length, then the path when it is not the one trained (fp32, whole sequence), so a
+    lower precision's figure sits beside fp32's, not over it: stateful, windows_256, context_64,
+    stateful_int8, stateful_int8_stepwise."""
+    key = protocol + {"windows": f"_{window}", "context": f"_{context}"}.get(protocol, "")
+    if precision != "fp32" or stepwise:
+        key += f"_{precision}" + ("_stepwise" if stepwise else "")
+    return key
+
+
+def recorded(card: dict | None, protocol: str, precision: str = "fp32", stepwise: bool = False,
+             window: int | None = None, context: int | None = None) -> dict | None:
+    """The card's --record entry for that protocol and path (loss, bpc, command, ...); None when
+    not measured."""
+    return (card or {}).get("evaluation", {}).get(card_key(protocol, precision, stepwise, window, context))
+
+
 def record(weights, out: dict, argv: list[str]) -> None:
     """Keep a figure in the card beside the model it describes, with the command that made it."""
     from model.checkpoint import atomic_write_text, load_card, weights_prefix
     card = load_card(weights)
-    key = out["protocol"] + {"windows": f"_{out.get('window')}", "context": f"_{out.get('context')}"}.get(out["protocol"], "")
-    if out["precision"] != "fp32" or out["stepwise"]:  # e.g. stateful_int8_stepwise: beside, not over, fp32's
-        key += f"_{out['precision']}" + ("_stepwise" if out["stepwise"] else "")
+    key = card_key(out["protocol"], out["precision"], out["stepwise"], out.get("window"), out.get("context"))
     keep = ("protocol", "loss", "bpc", "perplexity", "chars", "window", "context", "by_position", "split", "path",
             "precision")
     card.setdefault("evaluation", {})[key] = {

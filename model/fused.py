@@ -1,5 +1,5 @@
-"""Inference in fp32, fp16 or int8: the one-character decode step and the whole-prompt (prefill) path,
-for every cell (model/network.py CELLS).
+"""Inference in any precision: the one-character decode step and the whole-prompt (prefill) path,
+for every cell (model/cells.py CELLS).
 
 Generation is a loop of single-character steps, where an nn module's per-call overhead (and, on
 CPU, oneDNN's set-up) costs several times the arithmetic. The decode steps below do the same
@@ -12,83 +12,27 @@ equations as nn.LSTM / nn.GRU / nn.RNN with the weights prepared for the step:
 - LSTM gate rows are reordered (i, f, g, o) -> (i, f, o, g), g's doubled: one sigmoid over 4H.
 What one step reads is `nbytes`; bench/decode.py sets each cell's step against that roofline.
 
-Precision of the recurrent and upper-layer matrices (the bytes a step reads):
-- "fp32": torch's linear (MKL on CPU, cuBLAS on GPU).
-- "fp16": CPU only. fbgemm's fp16-weight / fp32-activation GEMM: weights stored in half
-  precision (half the bytes), widened to fp32 in registers, fp32 accumulation. Faster than
-  MKL's sgemm at the small batches of decoding (docs/performance.md: bench/decode.py); the
-  validation loss it costs is measured by model.evaluate --precision.
-- "int8": CPU only. fbgemm's dynamic int8 GEMM (model/int8.py): int8 weights with one scale per
-  output row, the input quantized to 8 bits at each call, int32 accumulation (VNNI). A
-  quarter of fp32's bytes and several times fbgemm fp16's arithmetic rate at decoding batches
-  (bench/decode.py). It rounds activations too, so the service picks it only for weights whose
-  card records its measured validation cost (candidate_precisions).
-The head (H x V) and the table stay fp32.
-
-Prompts (prefill) run through the whole-sequence module: the nn module in fp32; in fp16 PyTorch's
-dynamic fp16 LSTM / GRU (torch.ao.nn.quantized.dynamic: the same fbgemm GEMM), which also has none
-of oneDNN's per-call weight re-layout, the cost that dominates short prompts. int8 LSTM prompts
-run through PyTorch's dynamic int8 LSTM with its quantization ranges pinned (model/int8.py,
-PinnedLSTM); where the learned start state lies outside [-1, 1], through our own LSTM layer by
-layer (LSTMStep.prefill). PyTorch has no dynamic whole-sequence RNN: the RNN's fp16 prompt, and
-the GRU's and RNN's int8 ones, run through the decode step, one character at a time (the same math).
+The recurrent and upper-layer matrices (the bytes a step reads) are stored in a precision
+(model/precision.py: fp32, fp16 or int8) whose products the steps are built from; the head (H x V)
+and the table stay fp32. Prompts (prefill) run through the precision's own whole-sequence path
+where it has one, else through the decode step (LSTMStep.prefill: layer by layer; the GRU and RNN
+one character at a time; the same math).
 """
 from __future__ import annotations
 
-import copy
 import functools
 
 import torch
 
-from model.int8 import PinnedLSTM, int8_linear
+from model.precision import PRECISIONS
 from model.state import State
 
 
-def _linear(weight: torch.Tensor, bias: torch.Tensor | None, precision: str, bound: float = 1.0):
-    """x (B, in) -> (B, out) with `weight` (out, in) stored in `precision`.
-    int8: every |x| must be <= bound (recurrent states are: tanh-bounded, and the learned start
-    state is measured when the step is built)."""
-    if precision == "int8":
-        return int8_linear(weight, bias, bound)
-    if precision == "fp16":
-        packed = torch.ops.quantized.linear_prepack_fp16(weight.float().contiguous(), bias)
-        return lambda x: torch.ops.quantized.linear_dynamic_fp16(x, packed)
-    wt = weight.T.contiguous()  # (in, out): MKL's gemv at batch 1 is faster with it than with (out, in)
-    if bias is None:
-        return lambda x: torch.mm(x, wt)
-    return lambda x: torch.addmm(bias, x, wt)
-
-
-def _fp16_twin(module: torch.nn.Module) -> torch.nn.Module | None:
-    """The same LSTM/GRU with fp16 weight matrices (fp32 activations and accumulation), eval
-    mode; None for a module PyTorch has no dynamic fp16 whole-sequence version of (nn.RNN)."""
-    from torch.ao.nn.quantized import dynamic
-    from torch.ao.quantization import float16_dynamic_qconfig
-    twin = {torch.nn.LSTM: dynamic.LSTM, torch.nn.GRU: dynamic.GRU}.get(type(module))
-    if twin is None:
-        return None
-    float_module = copy.copy(module)  # a shallow copy carries the qconfig; the model's stays as it is
-    float_module.qconfig = float16_dynamic_qconfig
-    return twin.from_float(float_module).eval()
-
-
 def prefill(model, precision: str = "fp32"):
-    """-> fn(x (B, T) ids, State, last_only=False) -> (logits (B, T or 1, V), State): the whole-prompt path."""
-    if precision == "fp32":
-        core = model.core
-    elif precision == "fp16":
-        core = _fp16_twin(model.core)  # None for nn.RNN: PyTorch has no dynamic fp16 version
-    else:  # int8: PyTorch's C++ int8 LSTM, its ranges pinned (model/int8.py); other cells stepwise
-        if model.cfg.cell == "lstm" and PinnedLSTM.fits(model):
-            return PinnedLSTM(model)
-        core = None
-    if core is None:  # the decode step's own prompt path (_Step.prefill)
-        return model.fused_step().prefill
-
-    def whole(x, state, last_only=False):
-        out, state = model.run_core(core, model.embed(x), state)
-        return model.head(out[:, -1:] if last_only else out), state
-    return whole
+    """-> fn(x (B, T) ids, State, last_only=False) -> (logits (B, T or 1, V), State): the whole-prompt
+    path: the precision's own, or where it has none the decode step's (_Step.prefill)."""
+    whole = PRECISIONS[precision].prompt(model)
+    return whole if whole is not None else model.fused_step().prefill
 
 
 class _Step:
@@ -99,21 +43,21 @@ class _Step:
 
     def __init__(self, model, precision: str = "fp32"):
         self.H, self.layers, self.precision = model.cfg.hidden, model.cfg.layers, precision
-        # int8 inputs must lie in [-bound, bound]: cell outputs are tanh-bounded, the learned
-        # start state is not (model/network.py)
+        self.spec = PRECISIONS[precision]
+        # a bounded precision's (int8's) inputs must lie in [-bound, bound]: cell outputs are
+        # tanh-bounded, the learned start state is not (model/network.py)
         start = max(float(getattr(model, n).detach().abs().max()) for n in model.start_names)
         self.bound = max(1.0, start)
         self.matrix_numel = 0
         with torch.no_grad():
             self._build(model, model.core, self.H)
-            self.head = _linear(model.head.weight, model.head.bias, "fp32")
+            self.head = PRECISIONS["fp32"].linear(model.head.weight, model.head.bias)
         # bytes of the matrices one step reads: the recurrent/upper ones in `precision`, the head fp32
-        per = {"fp16": 2, "int8": 1}.get(precision, 4)
-        self.nbytes = self.matrix_numel * per + model.head.weight.numel() * 4
+        self.nbytes = self.matrix_numel * self.spec.bytes_per_weight + model.head.weight.numel() * 4
 
     def _mat(self, w: torch.Tensor, b: torch.Tensor | None, count: bool = True):
         self.matrix_numel += w.numel() if count else 0
-        return _linear(w, None if b is None else b.contiguous(), self.precision, self.bound)
+        return self.spec.linear(w, None if b is None else b.contiguous(), self.bound)
 
     def _build(self, model, m, H):
         raise NotImplementedError
@@ -248,8 +192,8 @@ class RNNStep(_Step):
     G = 1
 
     def _build(self, model, m, H):
-        if self.precision == "int8" and m.nonlinearity != "tanh":  # int8's anchor needs bounded states
-            raise ValueError("int8 needs a tanh RNN: relu states are unbounded")
+        if self.spec.bounded and m.nonlinearity != "tanh":  # int8's anchor needs bounded states
+            raise ValueError(f"{self.precision} needs a tanh RNN: relu states are unbounded")
         self.act = torch.tanh_ if m.nonlinearity == "tanh" else torch.relu_
         self.table = (model.embed.weight @ m.weight_ih_l0.T + m.bias_ih_l0 + m.bias_hh_l0).contiguous()  # (V, H)
         self.mats = [self._mat(m.weight_hh_l0, None)]  # (H, H)

@@ -31,7 +31,7 @@ def prefill(model: CharRNN, ids: list[int], state: State | None = None) -> tuple
     if not ids:  # nothing to read: the head on the start state
         state = state or model.init_hidden(1, device)
         return model.head_logits(state), state
-    logits, state = model(torch.tensor([ids], dtype=torch.long, device=device), state)
+    logits, state = model(torch.tensor([ids], dtype=torch.long, device=device), state, infer=True)
     return logits[:, -1], state
 
 
@@ -50,7 +50,7 @@ def stream(model: CharRNN, vocab: Vocab, prompt: str, max_new: int, params: Samp
         yield vocab.chars[nxt]
         if penalty:
             recent = (recent + [nxt])[-params.penalty_window:]
-        logits, state = model(torch.tensor([[nxt]], device=device), state)
+        logits, state = model(torch.tensor([[nxt]], device=device), state, infer=True)
         logits = logits[:, -1]
 
 

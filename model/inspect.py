@@ -30,10 +30,6 @@ class UnsupportedCell(ValueError):
     pass
 
 
-def cell_of(model) -> str:
-    return getattr(model.cfg, "cell", "lstm")
-
-
 @torch.no_grad()
 def layer_activations(x: torch.Tensor, w_ih, w_hh, b_ih, b_hh, h0, c0) -> dict[str, torch.Tensor]:
     """One LSTM layer over a whole sequence. x (T, in); weights as nn.LSTM's (4H, in), (4H, H),
@@ -65,8 +61,8 @@ def activations(model, ids) -> tuple[list[dict[str, torch.Tensor]], torch.Tensor
     """Read `ids` (T,) from the start state. -> per layer {"h", "c", "i", "f", "g", "o"} (T, H)
     each, and the log-probability (T,) of each character given those before it (the first one
     given the start state alone)."""
-    if cell_of(model) != "lstm":
-        raise UnsupportedCell(f"activations are defined for LSTM cells; this model's cell is {cell_of(model)!r}")
+    if model.cfg.cell != "lstm":
+        raise UnsupportedCell(f"activations are defined for LSTM cells; this model's cell is {model.cfg.cell!r}")
     lstm, dev = model.lstm, model.head.weight.device
     ids = torch.as_tensor(ids, dtype=torch.long, device=dev)
     x = model.embed.weight.float()[ids]                              # (T, E)
@@ -82,10 +78,15 @@ def activations(model, ids) -> tuple[list[dict[str, torch.Tensor]], torch.Tensor
     return layers, logp.gather(1, ids[:, None])[:, 0]
 
 
-def top_units(c: torch.Tensor, k: int) -> list[int]:
-    """The k units whose cell state (T, H) varies most over the text (largest standard deviation)."""
-    std = c.std(0, unbiased=False) if c.shape[0] > 1 else torch.zeros(c.shape[1])
-    return torch.topk(std, min(k, c.shape[1])).indices.tolist()
+def cell_spread(c: torch.Tensor) -> torch.Tensor:
+    """(H,) how much each unit's cell state c (T, H) varies over the text: its standard deviation
+    (zeros for a single character)."""
+    return c.std(0, unbiased=False) if c.shape[0] > 1 else torch.zeros(c.shape[1])
+
+
+def top_units(spread: torch.Tensor, k: int) -> list[int]:
+    """The k units of largest spread (H,) (cell_spread), largest first."""
+    return torch.topk(spread, min(k, spread.shape[0])).indices.tolist()
 
 
 def match_mask(text: str, pattern: str) -> torch.Tensor:
@@ -183,9 +184,10 @@ def main(argv=None) -> None:
         return
 
     units = [int(u) for u in args.units.split(",")] if args.units else []
+    spread = cell_spread(acts["c"])
     if args.top_units:
-        units += [u for u in top_units(acts["c"], args.top_units) if u not in units]
-    units = units or top_units(acts["c"], 5)
+        units += [u for u in top_units(spread, args.top_units) if u not in units]
+    units = units or top_units(spread, 5)
     if any(not 0 <= u < model.cfg.hidden for u in units):
         ap.error(f"units are 0 .. {model.cfg.hidden - 1}")
     if args.json:

@@ -1,14 +1,15 @@
 """The Char-RNN network: embedding -> N-layer recurrent core -> linear head over the vocabulary.
 
-The core is one of CELLS, as char-rnn's `-model lstm|gru|rnn`: torch.nn.LSTM, nn.GRU or nn.RNN
-(tanh), registered under the cell's name, so parameters keep PyTorch's own names
+The core is one of CELLS (model/cells.py), as char-rnn's `-model lstm|gru|rnn`: torch.nn.LSTM,
+nn.GRU or nn.RNN (tanh), registered under the cell's name, so parameters keep PyTorch's own names
 (lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, ...; gru.*; rnn.*) and gate layouts
 (LSTM rows i, f, g, o; GRU rows r, z, n) and outside tools read them as they would nn's.
 
 One interface serves training, evaluation, sampling and serving:
-    forward(x, state) -> (logits, state)
+    forward(x, state, *, infer=False) -> (logits, state)
 x: (B, T) int64 character ids; state: a State (model/state.py) or None for the start state;
-logits: (B, T, vocab). Outside model/ the state is opaque.
+logits: (B, T, vocab). Outside model/ the state is opaque. The caller picks the path: the nn
+module (training, differentiable) or, with infer=True, the inference kernels (model/fused.py).
 
 The start state is learned, one vector per layer and state part: h0 (and c0 for the LSTM), each
 (layers, hidden). Training resets some streams to it (model/train.py, --reset-prob), so a prompt
@@ -17,29 +18,14 @@ have no h0/c0 tensors and load with zeros, the state they were trained from.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from model.cells import CELLS
 from model.config import ModelConfig
 from model.state import State
-
-
-@dataclass(frozen=True)
-class Cell:
-    module: type          # the torch.nn recurrent module
-    start: tuple          # names of the learned start-state parameters = the State's parts, in order
-
-
-# A fourth cell: an entry here and its decode step in model/fused.py (STEPS).
-CELLS = {
-    "lstm": Cell(nn.LSTM, ("h0", "c0")),
-    "gru": Cell(nn.GRU, ("h0",)),
-    "rnn": Cell(nn.RNN, ("h0",)),   # Elman RNN, tanh
-}
 
 
 class CharRNN(nn.Module):
@@ -69,11 +55,12 @@ class CharRNN(nn.Module):
         return CELLS[self.cfg.cell].start
 
     def init_hidden(self, batch: int, device=None, dtype=None) -> State:
-        """The start state for `batch` rows. Differentiable in training (the start state learns
-        from the rows that start from it)."""
+        """The start state for `batch` rows. In training mode the rows stay in the autograd graph,
+        so the start state learns from the rows that start from it (under torch.no_grad there is
+        no graph to keep); in eval mode they are cut from it, as inference wants."""
         def rows(p):  # (layers, hidden) -> (layers, batch, hidden)
             s = p.unsqueeze(1).expand(-1, batch, -1)
-            s = s if torch.is_grad_enabled() and self.training else s.detach()
+            s = s if self.training else s.detach()
             return s.to(device=device or p.device, dtype=dtype or p.dtype).contiguous()
         return State(rows(getattr(self, n)) for n in self.start_names)
 
@@ -112,13 +99,20 @@ class CharRNN(nn.Module):
                    for n, w in self.core.named_parameters()}
         return self.run_core(self.core, x, state, weights)
 
-    def forward(self, x: torch.Tensor, state: State | None = None, *,
-                last_only: bool = False) -> tuple[torch.Tensor, State]:
+    def forward(self, x: torch.Tensor, state: State | None = None, *, last_only: bool = False,
+                infer: bool = False) -> tuple[torch.Tensor, State]:
         """x (B, T) ids -> logits (B, T, V) (last_only: (B, 1, V), the prediction after the last
-        position only: all a prompt being read needs, without the head over every position), State."""
+        position only: all a prompt being read needs, without the head over every position), State.
+
+        infer=False: the nn module, differentiable, in the parameters' own dtype (training, and the
+        reference the kernels are tested against). infer=True: the inference kernels with the
+        recurrent matrices in self.precision (model/fused.py): the decode step when T == 1, the
+        prompt path otherwise; they build no autograd graph, so they need eval mode and no grad."""
+        if infer and (self.training or torch.is_grad_enabled()):
+            raise RuntimeError("infer=True needs eval mode and torch.no_grad(): the kernels are not differentiable")
         if state is None:
             state = self.init_hidden(x.shape[0], x.device)
-        if not self.training and not torch.is_grad_enabled():  # inference: weights in self.precision
+        if infer:
             if x.shape[1] == 1:
                 return self._step(x[:, 0], state)          # decoding: one character per sequence
             return self.prefill_core()(x, state, last_only=last_only)
@@ -127,11 +121,12 @@ class CharRNN(nn.Module):
 
     # --- inference: precision, the one-character step, the whole-sequence core (model/fused.py) ----
     def set_precision(self, precision: str) -> "CharRNN":
-        """Precision of the recurrent matrices at inference (eval, no grad): "fp32" or "fp16" (CPU).
-        Training always runs the nn module in the parameters' own dtype."""
+        """Precision of the recurrent matrices on the inference path (forward(..., infer=True)): a
+        name in model/precision.py PRECISIONS. The nn module (training) always runs in the
+        parameters' own dtype."""
         from model.precision import PRECISIONS
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+            raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, not {precision!r}")
         self.__dict__["_precision"] = precision
         return self
 
@@ -165,8 +160,3 @@ class CharRNN(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
-
-
-def detach_state(state: State) -> State:
-    """Cut the autograd graph between BPTT windows while keeping the values (truncated BPTT)."""
-    return state.detach()

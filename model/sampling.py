@@ -175,13 +175,6 @@ def shape_logits(logits: torch.Tensor, t: BatchParams) -> torch.Tensor:
     return logits
 
 
-def process_logits(logits: torch.Tensor, t: BatchParams, recent: torch.Tensor | None = None,
-                   counts: torch.Tensor | None = None, allowed: torch.Tensor | None = None) -> torch.Tensor:
-    """Every transform, in the order they apply: adjust_logits, then shape_logits.
-    t: batch_params(); transforms no row uses are skipped."""
-    return shape_logits(adjust_logits(logits, t, recent, counts, allowed), t)
-
-
 @dataclass
 class BatchParams:
     """A batch's sampling settings as per-row tensors, and which transforms any row needs (a step

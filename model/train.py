@@ -15,7 +15,6 @@ processes follow the same schedule. Rank 0 alone writes files (model/distributed
 from __future__ import annotations
 
 import argparse
-import functools
 import gc
 import json
 import math
@@ -32,12 +31,13 @@ import torch
 import torch.nn.functional as F
 
 from model import distributed
-from model.checkpoint import (atomic_write_text, load_card, load_training_state, load_weights, save_training_state,
-                              save_weights, sha256_file, weights_prefix)
+from model.checkpoint import (atomic_write_text, init_from, init_record, load_card, load_training_state,
+                              save_training_state, save_weights, weights_prefix)
+from model.cells import CELLS
 from model.config import ModelConfig
-from model.data import StreamBatcher, load_corpus
+from model.data import Corpus, StreamBatcher, load_corpus
 from model.evaluate import evaluate_ids, report
-from model.network import CELLS, CharRNN, detach_state
+from model.network import CharRNN
 from model.state import State
 
 
@@ -136,21 +136,39 @@ class Progress:
         return self.wall_before + time.time() - self.t0
 
 
+@dataclass
+class Setup:
+    """What train() sets up once: the phases below take it whole, not ten arguments each."""
+    c: TrainConfig
+    d: distributed.Dist
+    cfg: ModelConfig
+    corpus: Corpus
+    model: CharRNN
+    opt: torch.optim.Optimizer
+    batcher: StreamBatcher
+    rows: tuple[int, int]  # this rank's streams of the global batch: [lo, hi)
+    out: Path              # the weights prefix
+    ckpt_path: Path
+    metrics_path: Path
+    command: str           # the command line recorded in the card
+
+
 # --- phases -------------------------------------------------------------------------------------
-def restore(ck: dict, model, opt, batcher, cfg, corpus, c: TrainConfig, d, rows) -> tuple[Progress, tuple | None]:
+def restore(ck: dict, s: Setup) -> tuple[Progress, State | None]:
     """Load a checkpoint (the same one on every rank). The streams' state and model are global, so
     a checkpoint written by any number of processes resumes under any other. Checkpoints from
     before the cell switch name no cell (an LSTM) and keep the state under "lstm_state"."""
-    if ModelConfig.from_dict(ck["model_config"]) != cfg or ck["data_sha256"] != corpus.sha256:
+    c, d = s.c, s.d
+    if ModelConfig.from_dict(ck["model_config"]) != s.cfg or ck["data_sha256"] != s.corpus.sha256:
         raise SystemExit("the checkpoint belongs to another model or corpus; not resuming")
     if (ck["train_config"]["batch_size"], ck["train_config"]["seq_len"]) != (c.batch_size, c.seq_len):
         raise SystemExit("the checkpoint was trained with another --batch-size/--seq-len; not resuming")
-    model.load_state_dict(ck["model"])
-    opt.load_state_dict(ck["optimizer"])
-    batcher.load_state_dict(ck["batcher"])
+    s.model.load_state_dict(ck["model"])
+    s.opt.load_state_dict(ck["optimizer"])
+    s.batcher.load_state_dict(ck["batcher"])
     run = Progress(step=ck["step"], best=ck["best"], wall_before=ck["wall_time"], resumed=ck["resumed"] + 1)
     saved = ck["state"] if "state" in ck else ck["lstm_state"]
-    state = State(saved).rows(slice(*rows)).to(d.device) if saved else None
+    state = State(saved).rows(slice(*s.rows)).to(d.device) if saved else None
     # RNG states (dropout masks): each rank's own when the world size is unchanged; otherwise rank
     # 0 continues the single stream and the others draw fresh ones from (seed, rank, step).
     same_world = len(ck.get("rng_cpu_ranks") or [ck["rng_cpu"]]) == d.world
@@ -164,23 +182,24 @@ def restore(ck: dict, model, opt, batcher, cfg, corpus, c: TrainConfig, d, rows)
     return run, state
 
 
-def save_checkpoint(path: Path, d, model, opt, batcher, run: Progress, state, rows, cfg, corpus,
-                    c: TrainConfig) -> None:
+def save_checkpoint(s: Setup, run: Progress, state: State | None) -> None:
     """Collective (every rank calls it): gathers the streams' states and RNG states; rank 0 writes."""
-    streams = state.detach().map(lambda s: distributed.gather_rows(d, s, *rows, c.batch_size).cpu()) if state else None
+    c, d = s.c, s.d
+    streams = state.detach().map(lambda p: distributed.gather_rows(d, p, *s.rows, c.batch_size).cpu()) if state else None
     rng = distributed.gather_bytes(d, torch.get_rng_state())
     rng_cuda = distributed.gather_bytes(d, torch.cuda.get_rng_state()) if d.device.type == "cuda" else None
     if not d.main:
         return
-    save_training_state(path, {
-        "model": model.state_dict(), "optimizer": opt.state_dict(), "batcher": batcher.state_dict(),
+    save_training_state(s.ckpt_path, {
+        "model": s.model.state_dict(), "optimizer": s.opt.state_dict(), "batcher": s.batcher.state_dict(),
         "step": run.step, "best": run.best, "wall_time": run.wall(), "resumed": run.resumed,
         "state": streams.tensors() if streams else None, "rng_cpu": rng[0], "rng_cuda": rng_cuda[0] if rng_cuda else None,
         "rng_cpu_ranks": rng, "rng_cuda_ranks": rng_cuda, "world_size": d.world, "backend": d.backend,
-        "model_config": cfg.to_dict(), "data_sha256": corpus.sha256, "train_config": asdict(c)})
+        "model_config": s.cfg.to_dict(), "data_sha256": s.corpus.sha256, "train_config": asdict(c)})
 
 
-def model_card(c: TrainConfig, d, corpus, run: Progress, val: dict, command: str) -> dict:
+def model_card(s: Setup, run: Progress, val: dict) -> dict:
+    c, d, corpus, command = s.c, s.d, s.corpus, s.command
     n_train = corpus.n_train
     capped = {"unknown": corpus.unknown} if corpus.unknown else {}  # the server never generates it
     return {**capped, "training": {
@@ -196,38 +215,6 @@ def model_card(c: TrainConfig, d, corpus, run: Progress, val: dict, command: str
         "torch": torch.__version__, "command": command, "resumed": run.resumed, "config": asdict(c),
         **({"max_vocab": c.max_vocab, "dropped_chars": corpus.dropped} if c.max_vocab else {}),
         **(init_record(c.init, run.step * c.batch_size * c.seq_len) if c.init else {})}}
-
-
-def init_record(init: str, chars_seen: int) -> dict:
-    """A fine-tune's provenance: the init weights' hash and how they were trained (their card's
-    command), and the characters seen by both runs together."""
-    record = _init_provenance(init)
-    return {"init": dict(record), "chars_seen_total": record["chars_seen"] + chars_seen}
-
-
-@functools.cache  # the init weights do not change during a run: hash and read them once, not per save
-def _init_provenance(init: str) -> dict:
-    t = load_card(init).get("training", {})
-    return {"weights": init, "sha256": sha256_file(weights_prefix(init).with_suffix(".safetensors")),
-            "command": t.get("command"), "chars_seen": t.get("chars_seen_total", t.get("chars_seen")) or 0}
-
-
-def init_from(model: CharRNN, vocab, prefix: str) -> None:
-    """Copy trained weights into a fresh `model` of the same shape whose vocabulary may differ:
-    the recurrent core and start state as they are, the embedding rows and head rows of the
-    characters both vocabularies share (by character); characters new to the weights keep their
-    fresh initialisation, characters the new text lacks are dropped."""
-    old, old_vocab, _ = load_weights(prefix)
-    shared = [ch for ch in vocab.chars if ch in old_vocab.chars]
-    new_idx = torch.tensor([vocab.index(ch) for ch in shared], dtype=torch.long)
-    old_idx = torch.tensor([old_vocab.index(ch) for ch in shared], dtype=torch.long)
-    state = model.state_dict()
-    for name, tensor in old.state_dict().items():
-        if name in ("embed.weight", "head.weight", "head.bias"):  # rows by character
-            state[name][new_idx.to(state[name].device)] = tensor[old_idx].to(state[name].device)
-        else:
-            state[name].copy_(tensor)
-    model.load_state_dict(state)
 
 
 def next_batch(batcher, model: CharRNN, state, c: TrainConfig, step: int, rows, device):
@@ -261,13 +248,13 @@ def train_step(net, opt, x, y, state, weight: float, c: TrainConfig, amp):
     # such step from throwing the weights far off (the classic exploding-gradient guard).
     torch.nn.utils.clip_grad_norm_(net.parameters(), c.grad_clip)
     opt.step()
-    return loss.item(), detach_state(state)  # keep the values, cut the graph: truncated BPTT
+    return loss.item(), state.detach()  # keep the values, cut the graph: truncated BPTT
 
 
-def validate_and_log(model, val_ids, d, run: Progress, c, out: Path, metrics_path: Path, corpus,
-                     meter: dict, command: str, bar) -> None:
+def validate_and_log(s: Setup, run: Progress, meter: dict, bar) -> None:
     """Rank 0: loss on the whole validation split, a metrics line, the best weights so far."""
-    val = report(*evaluate_ids(model, val_ids, d.device))
+    c, model, corpus = s.c, s.model, s.corpus
+    val = report(*evaluate_ids(model, corpus.split("val"), s.d.device))
     now = time.time()
     rec = {"step": run.step, "chars": run.step * c.batch_size * c.seq_len, "lr": lr_at(run.step - 1, c),
            "train_loss": meter["loss"] / meter["n"], "val_loss": val["loss"], "val_bpc": val["bpc"],
@@ -276,11 +263,11 @@ def validate_and_log(model, val_ids, d, run: Progress, c, out: Path, metrics_pat
     if c.sample_chars:  # as char-rnn's training log: what the model writes now
         rec["sample"] = sample_text(model, corpus, c.sample_chars, seed=run.step)
     run.history.append(rec)
-    with open(metrics_path, "a") as f:
+    with open(s.metrics_path, "a") as f:
         f.write(json.dumps(rec) + "\n")
     if run.best is None or val["loss"] < run.best["loss"]:
         run.best = {**val, "step": run.step}
-        save_weights(model, corpus.vocab, out, model_card(c, d, corpus, run, val, command))
+        save_weights(model, corpus.vocab, s.out, model_card(s, run, val))
     bar.set_postfix(train=f"{rec['train_loss']:.3f}", val=f"{val['loss']:.3f}",
                     best=f"{run.best['loss']:.3f}", cps=f"{rec['chars_per_s']:.0f}")
 
@@ -309,7 +296,7 @@ def train(c: TrainConfig, command: str = "") -> dict:
     run_dir = Path(c.run_dir or Path("runs") / out.name)
     ckpt_path, metrics_path = run_dir / "checkpoint.pt", run_dir / "metrics.jsonl"
     corpus = load_corpus(c.data, c.max_vocab, c.val_chars)
-    train_ids, val_ids = corpus.split("train"), corpus.split("val")
+    train_ids = corpus.split("train")
     if c.init:  # the shape is the init weights'; the regularisation stays this run's
         shape = load_card(c.init)["config"]
         c.cell, c.embed, c.hidden, c.layers = shape.get("cell", "lstm"), shape["embed"], shape["hidden"], shape["layers"]
@@ -323,13 +310,15 @@ def train(c: TrainConfig, command: str = "") -> dict:
     rows = distributed.share(c.batch_size, d.rank, d.world)
     weight = (rows[1] - rows[0]) * d.world / c.batch_size
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if d.device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    s = Setup(c=c, d=d, cfg=cfg, corpus=corpus, model=model, opt=opt, batcher=batcher, rows=rows, out=out,
+              ckpt_path=ckpt_path, metrics_path=metrics_path, command=command)
 
     # -- resume: rank 0 reads the checkpoint, every rank restores it --------------------------
     run, state = Progress(), None
     ck = load_training_state(ckpt_path) if c.resume and d.main and ckpt_path.exists() else None
     ck = distributed.broadcast(d, ck) if c.resume else None
     if ck is not None:
-        run, state = restore(ck, model, opt, batcher, cfg, corpus, c, d, rows)
+        run, state = restore(ck, s)
         if d.main:
             print(f"resuming from {ckpt_path} at step {run.step}/{c.max_steps}", file=sys.stderr)
             if metrics_path.exists():  # drop log lines written after the checkpoint we resume from
@@ -372,8 +361,8 @@ def train(c: TrainConfig, command: str = "") -> dict:
         bar.update(1)
         if run.step % c.eval_every == 0 or run.step == c.max_steps or (budget_spent and not stop.set):
             if d.main:
-                validate_and_log(model, val_ids, d, run, c, out, metrics_path, corpus, meter, command, bar)
-            save_checkpoint(ckpt_path, d, model, opt, batcher, run, state, rows, cfg, corpus, c)
+                validate_and_log(s, run, meter, bar)
+            save_checkpoint(s, run, state)
             meter = {"loss": 0.0, "n": 0, "t": time.time()}
         if stops:
             break
@@ -382,7 +371,7 @@ def train(c: TrainConfig, command: str = "") -> dict:
     bar.close()
     if run.step < c.max_steps and not budget_spent:
         if run.step % c.eval_every:  # (an evaluation step has just checkpointed)
-            save_checkpoint(ckpt_path, d, model, opt, batcher, run, state, rows, cfg, corpus, c)
+            save_checkpoint(s, run, state)
         if d.main:
             print(f"stopped at step {run.step}/{c.max_steps}; rerun with --resume to continue", file=sys.stderr)
     if d.main and run.history:

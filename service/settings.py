@@ -6,6 +6,8 @@ from typing import Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from model.precision import PRECISIONS
+
 ENV_PREFIX = "CHARRNN_"
 
 
@@ -47,7 +49,7 @@ class Settings(BaseModel):
                                                  "on one machine), delete (replicas and trainer on several machines "
                                                  "sharing a network filesystem with working locks)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "fp16", "int8"] = Field(
+    precision: Literal[("auto", *PRECISIONS)] = Field(
         "auto", description="recurrent matrices at inference (prompts and decoding); auto = the fastest, timed at "
                             "start, of fp32, fp16 (CPU with fbgemm) and int8 (CPU with fbgemm, for weights whose "
                             "card records its validation cost <= 0.01 nats/char); fp32 on GPU")

@@ -13,7 +13,7 @@ from model.checkpoint import load_training_state, load_weights, save_training_st
 from model.evaluate import evaluate
 from model.precision import fp16_available, int8_available
 from model.generate import generate
-from model.network import CELLS
+from model.cells import CELLS
 from model.sampling import SamplingParams
 from model.train import TrainConfig, train
 
@@ -77,7 +77,7 @@ def test_fused_decode_step_equals_the_nn_module(cell, layers):
         assert torch.allclose(ref, m.head(direct), atol=1e-6)
         state, steps = None, []
         for t in range(9):                         # one step at a time: the fused path
-            out, state = m(x[:, t:t + 1], state)
+            out, state = m(x[:, t:t + 1], state, infer=True)
             steps.append(out)
     assert torch.allclose(torch.cat(steps, 1), ref, atol=1e-5)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(state.parts, ref_state.parts))
@@ -110,9 +110,9 @@ def test_fp16_paths_are_the_nn_module_with_half_precision_matrices(cell, layers)
         m.set_precision("fp16")
         state, steps = None, []
         for t in range(7):
-            out, state = m(x[:, t:t + 1], state)
+            out, state = m(x[:, t:t + 1], state, infer=True)
             steps.append(out)
-        whole, whole_state = m(x)
+        whole, whole_state = m(x, infer=True)
     assert torch.allclose(torch.cat(steps, 1), step_ref, atol=3e-5)
     assert all(torch.allclose(a, b, atol=3e-5) for a, b in zip(state.parts, step_ref_state.parts))
     assert torch.allclose(whole, whole_ref, atol=3e-5)
@@ -138,8 +138,8 @@ def test_last_only_is_the_last_position_of_every_prompt_path(cell):
                 m.h0.fill_(start)
         m.set_precision(precision)
         with torch.no_grad():
-            full, state = m(x)
-            last, last_state = m(x, last_only=True)
+            full, state = m(x, infer=True)
+            last, last_state = m(x, last_only=True, infer=True)
         # (the head over 3 rows or 21 may round differently: a different GEMM blocking)
         assert last.shape == (3, 1, 20) and torch.allclose(last, full[:, -1:], rtol=1e-5, atol=1e-6), precision
         assert all(torch.equal(a, b) for a, b in zip(state.parts, last_state.parts)), precision
@@ -157,7 +157,7 @@ def test_evaluation_protocols_and_the_stepwise_path_agree_for_every_cell(cell):
     assert whole["loss"] == pytest.approx(stepwise["loss"], rel=1e-5)
     x = torch.from_numpy(ids[:65])[None]
     with torch.no_grad():
-        logits, _ = m(x[:, :-1], m.init_hidden(1))
+        logits, _ = m(x[:, :-1], m.init_hidden(1), infer=True)
     direct = torch.nn.functional.cross_entropy(logits[0], x[0, 1:]).item()
     windows = evaluate(m, ids[:65], "windows", window=64)
     assert windows["loss"] == pytest.approx(direct, rel=1e-5)
@@ -223,4 +223,4 @@ def test_weights_round_trip_for_every_cell(tmp_path):
         loaded, _, _ = load_weights(tmp_path / cell)
         x = torch.randint(0, 20, (2, 9))
         with torch.no_grad():
-            assert torch.equal(m(x)[0], loaded(x)[0])
+            assert torch.equal(m(x, infer=True)[0], loaded(x, infer=True)[0])

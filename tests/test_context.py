@@ -12,9 +12,9 @@ LONG = "the quick brown fox jumps over the lazy dog. " * 3
 
 def probs_after(app, text: str) -> torch.Tensor:
     """The model's next-char distribution after reading `text` from the start state (direct)."""
-    c = app.extensions["charrnn"]
+    lane = app.extensions["charrnn"].registry.lane(None)
     with torch.no_grad():
-        logits, _ = c.registry.lane(None).model(torch.tensor([c.registry.lane(None).vocab.encode(text).tolist()]), c.registry.lane(None).model.init_hidden(1))
+        logits, _ = lane.model(torch.tensor([lane.vocab.encode(text).tolist()]), lane.model.init_hidden(1), infer=True)
     return torch.softmax(logits[0, -1].double(), -1)
 
 

@@ -16,7 +16,7 @@ def _nll_from_start(model, ids, a, c, b):
     """Direct: read ids[a:b] from the model's start state in one call; NLL of ids[c+1..b]."""
     x = torch.from_numpy(np.asarray(ids[a:b + 1], dtype=np.int64))[None]
     with torch.no_grad():
-        logits, _ = model(x[:, :-1], model.init_hidden(1))
+        logits, _ = model(x[:, :-1], model.init_hidden(1), infer=True)
     return F.cross_entropy(logits[0], x[0, 1:], reduction="none")[c - a:].numpy()
 
 

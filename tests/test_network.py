@@ -66,14 +66,14 @@ def test_fused_decode_step_equals_nn_lstm(layers):
         ref, ref_state = m(x)                      # whole sequence: nn.LSTM
         state, steps = None, []
         for t in range(9):                         # one step at a time: the fused path
-            out, state = m(x[:, t:t + 1], state)
+            out, state = m(x[:, t:t + 1], state, infer=True)
             steps.append(out)
     assert torch.allclose(torch.cat(steps, 1), ref, atol=1e-5)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(state.parts, ref_state.parts))
     # weights changed after the first call: the step must see the new ones
     with torch.no_grad():
         m.head.bias.add_(1.0)
-        assert torch.allclose(m(x[:, :1])[0], m.head(m.lstm(m.embed(x[:, :1]))[0]), atol=1e-5)
+        assert torch.allclose(m(x[:, :1], infer=True)[0], m.head(m.lstm(m.embed(x[:, :1]))[0]), atol=1e-5)
 
 
 def _rounded(m: CharRNN, names) -> CharRNN:
@@ -103,9 +103,9 @@ def test_fp16_inference_is_nn_lstm_with_half_precision_matrices(layers):
         m.set_precision("fp16")
         state, steps = None, []
         for t in range(7):
-            out, state = m(x[:, t:t + 1], state)
+            out, state = m(x[:, t:t + 1], state, infer=True)
             steps.append(out)
-        whole, whole_state = m(x)
+        whole, whole_state = m(x, infer=True)
     steps = torch.cat(steps, 1)
     assert torch.allclose(steps, step_ref, atol=2e-5)
     assert all(torch.allclose(a, b, atol=2e-5) for a, b in zip(state.parts, step_ref_state.parts))

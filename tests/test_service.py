@@ -34,7 +34,8 @@ def test_predict_next_matches_the_model(client):
     assert body["text"] == "the fox" and len(body["predictions"]) == 4
     c = ctx(client)
     with torch.no_grad():
-        logits, _ = c.registry.lane(None).model(torch.tensor([c.registry.lane(None).vocab.encode("the fox").tolist()]))
+        logits, _ = c.registry.lane(None).model(torch.tensor([c.registry.lane(None).vocab.encode("the fox").tolist()]),
+                                                infer=True)
     probs = torch.softmax(logits[0, -1].double() / 0.7, -1)
     top = torch.topk(probs, 4)
     assert [p["char"] for p in body["predictions"]] == [c.registry.lane(None).vocab.chars[i] for i in top.indices]

@@ -55,7 +55,7 @@ def test_validation_loss_is_at_most_1_40(two_threads):
     assert corpus.vocab.chars == vocab.chars
     nll, n = evaluate_ids(model, corpus.split("val"))
     assert n == 111_539
-    assert nll / n <= 1.40  # issue 10
+    assert nll / n <= 1.40  # the bar the shipped model was trained to clear (docs/training.md, "How far under 1.40")
     assert nll / n == pytest.approx(card["training"]["best_val_loss"], abs=1e-4)
 
 

@@ -102,7 +102,7 @@ def test_resume_with_nothing_to_resume_starts_fresh(corpus_file, tmp_path):
 def _direct_nll(model, ids):
     x = torch.from_numpy(np.asarray(ids, dtype=np.int64))[None]
     with torch.no_grad():
-        logits, _ = model(x[:, :-1])
+        logits, _ = model(x[:, :-1], infer=True)
     return F.cross_entropy(logits[0], x[0, 1:], reduction="sum").item()
 
 

@@ -222,7 +222,7 @@ class Registry:
 
         from model.config import ModelConfig
         from model.network import CharRNN
-        from model.precision import candidate_precisions, resolve_precision
+        from model.precision import candidate_precisions
         from model.vocab import Vocab
 
         card = files.card
@@ -236,8 +236,7 @@ class Registry:
             raise LoadError(f"cannot load the weights with their card: {str(exc)[:300]}") from None
         model = model.to(self.device).eval()
         s = self.settings
-        precisions = (candidate_precisions(self.device, card) if s.precision == "auto"
-                      else [resolve_precision(s.precision, self.device)])
+        precisions = candidate_precisions(self.device, card, s.precision)  # warm_up times them when several
         lane = Lane(model, vocab, name=name, max_batch=s.max_batch, prefill_chunk=s.prefill_chunk,
                     prefix_cache=s.prefix_cache, max_context=context_window(s, card),
                     stream_interval=s.stream_interval_ms / 1000, metrics=self.metrics,

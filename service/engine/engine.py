@@ -201,6 +201,7 @@ def warm_up(lane: Lane, precisions: list[str], probed: dict) -> dict:
     else:
         model.set_precision(precisions[0])
     x = torch.zeros(1, 8, dtype=torch.long, device=lane.device)
-    _, state = model(x)         # prefill path (whole-sequence LSTM)
-    model(x[:, :1], state)      # decode step (builds the FusedStep)
+    # each path builds its kernels (packed weights; model/fused.py) on first use: here, not on a request
+    _, state = model(x, infer=True)     # the prompt path
+    model(x[:, :1], state, infer=True)  # the decode step
     return scores

@@ -200,7 +200,8 @@ class Lane:
             x = torch.tensor([s.ids[:n] for s in todo], dtype=torch.long, device=self.device)
             # (G, n, V), or (G, 1, V) when no row scores its prompt: the head after the last position only
             scoring = any(s.score_prompt is not None for s in todo)
-            logits, state = self.model(x, State.cat([s.state for s in todo]), last_only=not scoring)
+            logits, state = self.model(x, State.cat([s.state for s in todo]), last_only=not scoring,
+                                       infer=True)
             for i, s in enumerate(todo):
                 if s.score_prompt is not None:  # before s.logits moves on: it predicted x[i, 0]
                     s.score(logits[i], x[i])
@@ -297,5 +298,5 @@ class Lane:
             if len(rows) < len(nxt):  # the usual step keeps every row: no gather then
                 nxt = nxt.index_select(0, torch.tensor(rows))
             x = nxt.to(self.device)[:, None]  # (B, 1)
-            logits, self._state = self.model(x, self._state)
+            logits, self._state = self.model(x, self._state, infer=True)
             self._logits = logits[:, -1]

@@ -3,7 +3,8 @@ comma-separated list) or CHARRNN_API_KEY_FILE (a container secret) set, every re
 `Authorization: Bearer <key>` (what the official OpenAI client sends), except the probes
 (/health, /ready), /metrics when CHARRNN_METRICS_PUBLIC=1, and the files of the playground and
 the docs page: those are shipped code, not data, and the pages ask for the key themselves.
-Unset = open, as before."""
+Unset = open: a server on loopback needs none, and gunicorn warns when an open one listens beyond
+it (open_beyond_loopback)."""
 from __future__ import annotations
 
 import hmac

@@ -22,7 +22,7 @@ import time
 import torch
 from flask import jsonify
 
-from model.inspect import UnsupportedCell, activations, cell_of
+from model.inspect import UnsupportedCell, activations, cell_spread, top_units
 from service.core.completion import inspect_ids
 from service.core.errors import APIError, invalid
 from service.core.inspect_schemas import DEFAULT_TOP_UNITS, InspectRequest, InspectResponse
@@ -48,9 +48,9 @@ def inspect():
     req = parse(InspectRequest)
     c, lane = ctx(), lane_for(req.model)
     model = lane.model
-    if cell_of(model) != "lstm":
+    if model.cfg.cell != "lstm":
         raise APIError(422, "unsupported_cell", f"/inspect shows LSTM gates; this model's cell is "
-                       f"{cell_of(model)!r}")
+                       f"{model.cfg.cell!r}")
     layers, hidden = model.cfg.layers, model.cfg.hidden
     if req.layer is not None and not -layers <= req.layer < layers:
         raise invalid("layer", f"the model has {layers} layers: 0 .. {layers - 1} (or -{layers} .. -1)")
@@ -59,7 +59,7 @@ def inspect():
         raise invalid("units", f"units are 0 .. {hidden - 1}")
     ids = inspect_ids(req, lane)
     if not ids:  # every character skipped: nothing was read
-        return jsonify(InspectResponse(text="", start=0, cell=cell_of(model), layer=layer, hidden=hidden,
+        return jsonify(InspectResponse(text="", start=0, cell=model.cfg.cell, layer=layer, hidden=hidden,
                                        units=list(req.units or []), top_units=[], chars=[]).model_dump())
     window = lane.max_context  # the window /predict-next and /generate read
     start = len(ids) - window if window and len(ids) > window else 0
@@ -69,9 +69,9 @@ def inspect():
         with torch.no_grad():
             acts, logp = activations(model, ids)
             acts = acts[layer]
-            std = acts["c"].std(0, unbiased=False) if len(ids) > 1 else torch.zeros(hidden)
+            std = cell_spread(acts["c"])
             k = req.top_units or (0 if req.units else DEFAULT_TOP_UNITS)
-            top = torch.topk(std, min(k, hidden)).indices.tolist() if k else []
+            top = top_units(std, k) if k else []
             units = list(req.units or []) + [u for u in top if u not in (req.units or [])]
             idx = torch.tensor(units, dtype=torch.long)
             cols = {w: acts[w][:, idx].tolist() for w in req.what}  # (T, units) each
@@ -84,7 +84,7 @@ def inspect():
     vocab = lane.vocab
     chars = [{"char": vocab.chars[i], "prob": math.exp(lp), "logprob": lp,
               **{w: [round(v, 6) for v in cols[w][t]] for w in req.what}} for t, (i, lp) in enumerate(zip(ids, logp))]
-    body = InspectResponse(text=vocab.decode(ids), start=start, cell=cell_of(model), layer=layer, hidden=hidden,
+    body = InspectResponse(text=vocab.decode(ids), start=start, cell=model.cfg.cell, layer=layer, hidden=hidden,
                            units=units, top_units=[{"unit": u, "c_std": round(float(std[u]), 6)} for u in top],
                            chars=chars)
     return jsonify(body.model_dump(exclude_none=True))
