@@ -21,7 +21,7 @@ worker_class = "service.gunicorn_worker.Worker"
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 # Connections per worker that can be mid-request at once. A client that sends half a request and
 # stalls holds one of these threads, so they are also how many stalled clients it takes to block
-# everyone (docs/api.md "Limits and failure behaviour"): idle threads are cheap, so there are many.
+# everyone (docs/serving.md, "Limits and failure behaviour"): idle threads are cheap, so there are many.
 # The engine's max_batch/max_queue, not this, bound the work.
 threads = int(os.environ.get("CHARRNN_HTTP_THREADS", "512"))
 worker_connections = int(os.environ.get("CHARRNN_HTTP_CONNECTIONS", "2000"))  # open connections per worker

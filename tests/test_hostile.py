@@ -82,7 +82,7 @@ def test_a_poisonous_neighbour_changes_nobodys_text(server):
 
 
 def test_stalled_clients_below_the_thread_count_leave_the_server_working(tiny_weights):
-    """Half-sent requests each hold a thread (docs/api.md: Limits); fewer than CHARRNN_HTTP_THREADS
+    """Half-sent requests each hold a thread (docs/serving.md: Limits and failure behaviour); fewer than CHARRNN_HTTP_THREADS
     of them must not block /health or /generate."""
     s = Server(tiny_weights, CHARRNN_HTTP_THREADS="64").wait_ready()
     stalled = []
