@@ -225,6 +225,29 @@ def test_a_broken_model_never_loaded_is_a_503_that_says_why(app_of, models):
     assert cards(client)["broken"]["error"]
 
 
+def test_a_load_slower_than_the_request_is_not_a_broken_model(app_of):
+    """A load that outlives its request's deadline (here: the engine thread held busy) answers 503
+    model_loading, keeps going, and the model serves once it is done: never 'cannot be loaded'."""
+    app = app_of(request_timeout_s=0.5)
+    client = app.test_client()
+    gate = threading.Event()
+    app.extensions["charrnn"].engine.call(lambda: gate.wait(10))  # the engine is busy: the load queues
+    r = client.post("/generate", json={"model": "greek", "prompt": "αβ", "max_new_chars": 4})
+    assert r.status_code == 503 and r.get_json()["error"]["type"] == "model_loading", r.data
+    assert r.headers["Retry-After"]
+    gate.set()
+    for _ in range(100):  # each retry waits up to 0.5 s on the same build, which never restarts
+        r = client.post("/generate", json={"model": "greek", "prompt": "αβ", "max_new_chars": 4})
+        if r.status_code == 200:
+            break
+        assert r.get_json()["error"]["type"] == "model_loading", r.data
+    assert r.status_code == 200
+    assert cards(client)["greek"]["error"] is None
+    text = client.get("/metrics").data.decode()
+    assert 'charrnn_model_loads_total{model="greek",result="loaded"} 1.0' in text
+    assert 'result="error"' not in text
+
+
 def test_files_over_the_size_cap_are_not_read(app_of, models):
     write_model(models, "big", GREEK, hidden=64)
     client = app_of(max_model_bytes=25_000).test_client()  # tiny, the default, fits

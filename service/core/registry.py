@@ -24,6 +24,7 @@ import re
 import stat
 import threading
 import time
+from concurrent.futures import Future, TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +65,7 @@ class Entry:
     failed_ident: tuple | None = None
     last_used: float = 0.0
     precision_probe: dict = field(default_factory=dict)
+    pending: tuple[Files, Future] | None = None  # a build still running on the engine thread
     lock: threading.Lock = field(default_factory=threading.Lock)  # one load at a time per model
 
 
@@ -182,20 +184,32 @@ class Registry:
             raise self.not_found(e.name) from None
         with e.lock:  # one load per model at a time; the others wait for it and take its result
             if ident not in (e.ident, e.failed_ident):  # new files (or unloaded: e.ident is None)
-                self._load(e, timeout)
+                self._load(e, ident, timeout)
             if e.lane is None:
                 raise APIError(503, "model_unavailable", f"the model '{e.name}' cannot be loaded: {e.error}",
                                [{"field": "model"}], {"Retry-After": "5"})
             e.last_used = time.monotonic()
             return e.lane
 
-    def _load(self, e: Entry, timeout: float) -> None:
+    def _load(self, e: Entry, ident: tuple, timeout: float) -> None:
         t0 = time.perf_counter()
         try:
-            files = self._read(e.prefix)
-            self._make_room(keep=e)
-            lane, scores = self.engine.call(lambda: self._build(e.name, files)).result(timeout)
+            if e.pending is None or e.pending[0].ident != ident:  # else: wait on the build already running
+                files = self._read(e.prefix)
+                self._make_room(keep=e)
+                e.pending = files, self.engine.call(lambda: self._build(e.name, files))
+            files, build = e.pending
+            lane, scores = build.result(timeout)
+        except FutureTimeout:
+            # A slow build (a busy engine, a large model) is not a broken one: it goes on, and the
+            # next request for these files takes its result instead of recording a failure. Meanwhile
+            # the weights already loaded (a reload) keep serving.
+            if e.lane is not None:
+                return
+            raise APIError(503, "model_loading", f"the model '{e.name}' is still loading; retry shortly",
+                           [{"field": "model"}], {"Retry-After": "2"}) from None
         except Exception as exc:  # the old lane (if any) keeps serving; the error is shown on the model
+            e.pending = None
             e.error = str(exc) or type(exc).__name__
             try:
                 e.failed_ident = self._ident(e.prefix)[0]
@@ -205,6 +219,7 @@ class Registry:
             if self.metrics:
                 self.metrics.model_event(e.name, "error")
             return
+        e.pending = None
         self.engine.add(lane)
         old, e.lane = e.lane, lane
         e.ident, e.card, e.card_ident, e.sha256 = files.ident, files.card, files.ident, files.sha256
