@@ -686,8 +686,10 @@ def flat(gen: list, pred: dict) -> dict:
 def print_with_training(t: dict):
     w, j = t["without_job"], t["with_job"]
     p = t["trainer"]
+    sched = "SCHED_IDLE" if t.get("train_sched") == "idle" else f"nice {t['train_nice']}"
     print(f"\nwith a fine-tuning job training beside the server ({t['job']['model']}, trainer threads "
-          f"{t['train_threads']}, nice {t['train_nice']}) and without, same server, same run")
+          f"{t['train_threads']}, {sched}, shares cores: {t.get('train_shares_cores')}) and without, same server, "
+          f"same run")
     print(f"{'figure':40} {'without job':>12} {'with job':>12} {'with/without':>12}")
     for k in w:
         if k.endswith("_errors"):
@@ -750,6 +752,9 @@ def measure_with_training(base, args, model_name: str, pass_s: float, server) ->
             "train_threads": trainer.get("threads", args.train_threads),
             "train_nice": args.train_nice if args.train_nice is not None else int(os.environ.get(
                 "CHARRNN_TRAIN_NICE", "10")) if server else None,
+            # the niceness applies only under CHARRNN_TRAIN_SCHED=normal; the default is SCHED_IDLE
+            "train_sched": os.environ.get("CHARRNN_TRAIN_SCHED", "idle") if server else None,
+            "train_shares_cores": os.environ.get("CHARRNN_TRAIN_SHARES_CORES", "true") if server else None,
             "with_job_raw": {"generate": gen1, **pred1}, "trainer": progress}
 
 
