@@ -4,9 +4,10 @@ Where it runs. Not in the engine's decode batch: activations need the whole sequ
 layer (model/inspect.py), and a turn spent on them would stall every stream. So the request
 thread computes them, with ONE torch thread: torch work with several threads from a second
 thread gives it a second OpenMP team, and libgomp, with more workers than cores, then parks the
-engine's workers after every parallel region (see create_app; bench/threads.py measured 511-684
-vs 826-868 µs per batch-1 step). bench/inspect_cost.py measures the decode step while /inspect-sized
-work runs beside it, with one thread and with the engine's count.
+engine's workers after every parallel region (see create_app and bench/threads.py). The price is
+a core: an inspection running back to back shares one with the engine's team.
+bench/inspect_cost.py measures the decode step beside /inspect-sized work with one thread and with
+the engine's count (docs/inside.md has a run); which costs streams less depends on the machine.
 
 torch.set_num_threads sets this thread's team size but also the default that threads which have
 not used torch yet will take, so it is restored afterwards, under a lock: concurrent inspections
