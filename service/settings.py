@@ -107,7 +107,8 @@ class Settings(BaseModel):
                               "extended prompts; `0` = off")
     # Who may call (service/auth.py). SecretStr: a key never shows in a repr, a log line or /info.
     api_key: SecretStr = Field(SecretStr(""), description="API key(s), comma-separated; when set, every endpoint "
-                               "but `/health` and `/ready` needs `Authorization: Bearer <key>`; empty = open")
+                               "but `/health`, `/ready` and the pages (`/`, `/ui/…`, `/docs`, `/openapi.json`) needs "
+                               "`Authorization: Bearer <key>`; empty = open")
     api_key_file: str = Field("", description="a file of API keys, comma- or line-separated (a Docker or "
                               "Kubernetes secret); adds to `CHARRNN_API_KEY`")
     metrics_public: bool = Field(False, description="`/metrics` answers without a key even when keys are set")
