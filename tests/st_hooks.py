@@ -22,8 +22,26 @@ import os
 from pathlib import Path
 
 import schemathesis
+from hypothesis.internal import lambda_sources
 
 from service.core.features import FeatureError, RegexCompiler
+
+# CPython 3.11 before 3.11.8 can raise SystemError("AST constructor recursion depth mismatch") from
+# ast.parse in a threaded program (python/cpython#106905). Hypothesis parses a lambda's source only
+# to describe it in a strategy's repr, which it builds while validating recursive strategies (here:
+# free-form JSON objects), so the interpreter bug failed whole runs at random. A description that
+# cannot be parsed is hypothesis's own "<unknown>" case; the generated requests are the same.
+_describe = lambda_sources._lambda_description
+
+
+def _lambda_description(f, *args, **kwargs):
+    try:
+        return _describe(f, *args, **kwargs)
+    except SystemError:
+        return "lambda: <unknown>"
+
+
+lambda_sources._lambda_description = _lambda_description
 
 MODELS = Path(os.environ["CHARRNN_MODELS_DIR"])
 DEFAULT = Path(os.environ["CHARRNN_WEIGHTS"]).name
