@@ -4,6 +4,7 @@ files that must never reach the file system."""
 import json
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -171,6 +172,32 @@ def test_hot_reload_serves_new_weights_from_the_next_request(app_of, models):
     assert card["sha256"] != old_sha and card["reload_pending"] is False and card["error"] is None
     write_model(models, "added", LATIN, seed=2)  # a new pair: served without a restart
     assert complete(client, "added", prompt="ab").status_code == 200
+
+
+def test_a_reload_in_progress_does_not_hold_up_the_models_other_requests(app_of, models):
+    """While one request reads and loads a model's new files, the others are answered by the weights
+    already serving instead of queueing behind that load."""
+    app = app_of()
+    client = app.test_client()
+    before = complete(client, "greek").get_json()["choices"][0]["text"]
+    registry = app.extensions["charrnn"].registry
+    read, reading = registry._read, threading.Event()
+
+    def slow_read(prefix):  # the new files' read and hash, made slow
+        reading.set()
+        time.sleep(3)
+        return read(prefix)
+    registry._read = slow_read
+    write_model(models, "greek", GREEK, seed=7)
+    loader = threading.Thread(target=lambda: complete(app.test_client(), "greek"))
+    loader.start()
+    assert reading.wait(10)
+    t0 = time.monotonic()
+    during = complete(client, "greek").get_json()["choices"][0]["text"]
+    assert time.monotonic() - t0 < 2.5 and during == before  # the old weights, without waiting
+    loader.join()
+    registry._read = read
+    assert complete(client, "greek").get_json()["choices"][0]["text"] != before
 
 
 def test_a_stream_in_flight_finishes_on_the_weights_it_started_with(app_of, models):

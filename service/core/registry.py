@@ -182,7 +182,13 @@ class Registry:
             ident, _ = self._ident(e.prefix)
         except OSError:
             raise self.not_found(e.name) from None
-        with e.lock:  # one load per model at a time; the others wait for it and take its result
+        serving = e.lane
+        # One load per model at a time; the others wait for it and take its result, unless the model
+        # is serving already: then its current weights answer them while one request loads the new.
+        if not e.lock.acquire(blocking=serving is None):
+            e.last_used = time.monotonic()
+            return serving
+        try:
             if ident not in (e.ident, e.failed_ident):  # new files (or unloaded: e.ident is None)
                 self._load(e, ident, timeout)
             if e.lane is None:
@@ -190,6 +196,8 @@ class Registry:
                                [{"field": "model"}], {"Retry-After": "5"})
             e.last_used = time.monotonic()
             return e.lane
+        finally:
+            e.lock.release()
 
     def _load(self, e: Entry, ident: tuple, timeout: float) -> None:
         t0 = time.perf_counter()
@@ -211,15 +219,16 @@ class Registry:
         except Exception as exc:  # the old lane (if any) keeps serving; the error is shown on the model
             e.pending = None
             e.error = str(exc) or type(exc).__name__
-            try:
-                e.failed_ident = self._ident(e.prefix)[0]
-            except OSError:
-                e.failed_ident = None
+            # The files that were tried: a rename landing meanwhile (the card after the weights) is new
+            # files, to be loaded by the next request, not the failure's.
+            e.failed_ident = ident
             log.error("loading model %s failed: %s", e.name, e.error)
             if self.metrics:
                 self.metrics.model_event(e.name, "error")
             return
         e.pending = None
+        if self._entries.get(e.name) is not e:  # deleted, or its files gone, while it loaded: never served
+            raise self.not_found(e.name)
         self.engine.add(lane)
         old, e.lane = e.lane, lane
         e.ident, e.card, e.card_ident, e.sha256 = files.ident, files.card, files.ident, files.sha256
@@ -256,7 +265,7 @@ class Registry:
                     prefix_cache=s.prefix_cache, max_context=context_window(s, card),
                     stream_interval=s.stream_interval_ms / 1000, metrics=self.metrics,
                     unknown=card.get("unknown"))
-        return lane, warm_up(lane, precisions, self._probed)
+        return lane, warm_up(lane, precisions, self._probed, use_threads=self.engine.use_threads)
 
     def _make_room(self, keep: Entry) -> None:
         """Unload least recently used models until one more fits; never the default, the one about to
