@@ -166,12 +166,14 @@ def candidate_precisions(device: torch.device | str, card: dict | None = None, p
 
 
 @torch.no_grad()
-def probe_precision(model, candidates: list[str], batches=(1, 16), steps: int = 3) -> tuple[str, dict]:
+def probe_precision(model, candidates: list[str], batches=(1, 16), steps: int = 3,
+                    threads_for: Callable[[int], None] | None = None) -> tuple[str, dict]:
     """Time the decode step in each candidate precision and leave the model in the fastest.
 
     Call it on the thread that will serve (the engine's): its OpenMP team and caches are the ones
-    measured. Per candidate: one untimed step (packs the weights), then the median of `steps`
-    steps at each batch size; the score is their sum (latency at batch 1 + a busy batch), so a
+    measured; threads_for(batch), when given, sets the torch threads serving uses at that batch
+    size. Per candidate: one untimed step (packs the weights), then the median of `steps` steps at
+    each batch size; the score is their sum (latency at batch 1 + a busy batch), so a
     precision that only wins one regime does not take the other down with it.
     -> (chosen precision, {precision: score in microseconds}).
     """
@@ -184,6 +186,8 @@ def probe_precision(model, candidates: list[str], batches=(1, 16), steps: int = 
         model.set_precision(p)
         total = 0.0
         for B in batches:
+            if threads_for is not None:
+                threads_for(B)
             x, state = torch.zeros(B, 1, dtype=torch.long, device=device), model.init_hidden(B)
             model(x, state, infer=True)
             times = []

@@ -155,13 +155,13 @@ class Engine:
                 for lane in lanes:
                     lane.admit()
             for fn, fut in calls:
-                self._use_threads(1)
+                self.use_threads(1)
                 try:
                     fut.set_result(fn())
                 except BaseException as e:  # the caller sees it; the engine goes on
                     fut.set_exception(e)
             for lane in lanes:  # one turn each: see the module's note on fairness
-                lane.turn(self._use_threads)
+                lane.turn(self.use_threads)
         with self._cond:
             calls, self._calls = list(self._calls), deque()
         for _, fut in calls:
@@ -170,7 +170,7 @@ class Engine:
             for s in lane.sequences():
                 s.emit(shut_down(s.index))
 
-    def _use_threads(self, rows: int):
+    def use_threads(self, rows: int):
         """All torch threads for a turn over at least wide_batch rows, one below that. On few
         cores the engine's second OpenMP thread competes with the HTTP threads and spin-waits on
         a core they need after each parallel region: that costs small turns more than it gains
@@ -181,10 +181,11 @@ class Engine:
             torch.set_num_threads(wide if rows >= self.wide_batch else 1)
 
 
-def warm_up(lane: Lane, precisions: list[str], probed: dict) -> dict:
+def warm_up(lane: Lane, precisions: list[str], probed: dict, use_threads=None) -> dict:
     """On the engine thread: choose the lane's precision (measured once per model shape: `probed`
     maps a shape to its choice) and pack its weights and kernels before its first request, where
-    they would add to its latency. -> the probe's scores (us per step), {} when not measured."""
+    they would add to its latency. use_threads: Engine.use_threads, so that each batch size is timed
+    with the torch threads serving gives it. -> the probe's scores (us per step), {} when not measured."""
     from model.precision import probe_precision
 
     model, scores = lane.model, {}
@@ -194,7 +195,7 @@ def warm_up(lane: Lane, precisions: list[str], probed: dict) -> dict:
         scores = probed[shape][1]
     elif len(precisions) > 1:  # CHARRNN_PRECISION=auto: the fastest on this machine, measured
         t0 = time.perf_counter()
-        best, scores = probe_precision(model, precisions)
+        best, scores = probe_precision(model, precisions, threads_for=use_threads)
         probed[shape] = (best, scores)
         log.info("precision probe for %s (decode step, batch 1 + 16, us): %s -> %s in %.0f ms", lane.name,
                  scores, best, 1000 * (time.perf_counter() - t0))
