@@ -59,15 +59,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     # of every thread's team; once they outnumber the cores it stops spin-waiting between
     # parallel regions and puts its workers to sleep, so every op of a decode step pays futex
     # wake-ups. So every model is built, warmed up and probed on the engine thread (which sets the
-    # real thread count for itself), and this thread runs no torch op with more than one thread.
-    # bench/threads.py (4000 batch-1 steps in a second thread): after a 2-thread load 826-868 us a
-    # step and ~45k context switches; after a 1-thread load 511-684 us and under 100.
-    before = torch.get_num_threads()
-    threads = settings.torch_threads or before
-    torch.set_num_threads(1)
+    # real thread count for itself), and this thread runs no torch op at all (bench/threads.py
+    # measures the difference).
+    threads = settings.torch_threads or torch.get_num_threads()
     metrics = Metrics()
     engine = Engine(max_queue=settings.max_queue, threads=threads, on_idle=IdleTrimmer(), metrics=metrics).start()
-    torch.set_num_threads(before)
     # Under gunicorn the worker stops the engine as it drains (service/http/drain.py); under any other
     # server the engine still stops at interpreter exit (a weak reference: the app may go first).
     atexit.register(_stop_engine, weakref.ref(engine))

@@ -20,7 +20,8 @@ from service.core.features import FeatureError, banned, bias_ids, check_bans
 from service.core.inspect_schemas import InspectRequest
 from service.core.openai_schemas import CompletionRequest
 from service.core.schemas import GenerateRequest, PredictRequest
-from service.engine import Failed, Finished, Lane, LaneRetired, Logits, NotRunning, PromptScores, QueueFull, Text
+from service.engine import (Failed, Finished, Lane, LaneRetired, Logits, NotRunning, PromptScores, QueueFull, Text,
+                            timed_out)
 
 GRACE_S = 1.0  # past a request's deadline, the engine gets this long to say so itself
 
@@ -192,7 +193,7 @@ class Run:
             try:
                 first = self.events.get(timeout=max(0.0, self.spec.deadline - time.monotonic()) + GRACE_S)
             except queue.Empty:
-                yield [Failed(None, 504, "timeout", "request not finished within its deadline")]
+                yield [timed_out()]
                 continue
             out = [first]
             while True:  # whatever is waiting too: a stream behind the engine catches up in one write

@@ -210,7 +210,7 @@ class StreamFinal(BaseModel):
 
 
 class StreamErrorBody(BaseModel):
-    type: str = Field(description="timeout, engine_error (e.g. the server is shutting down), ...")
+    type: str = Field(description="timeout, shutting_down, engine_error, ...")
     message: str = Field(description="what went wrong, for people")
 
 

@@ -2,7 +2,7 @@
 events (Text, PromptScores, Logits, Finished, Failed) on the request's queue.
 
 A Sequence holds its own sampling settings and RNG, its text so far and the events it puts on its
-request's queue; the engine (service/engine.py) advances it and never reads HTTP. Stop strings,
+request's queue; the engine (service/engine/engine.py) advances it and never reads HTTP. Stop strings,
 regex constraints, logprobs and penalties act through `push`, one sampled character at a time.
 """
 from __future__ import annotations
