@@ -31,7 +31,8 @@ from service.core.features import FeatureError, RegexCompiler
 # to describe it in a strategy's repr, which it builds while validating recursive strategies (here:
 # free-form JSON objects), so the interpreter bug failed whole runs at random. A description that
 # cannot be parsed is hypothesis's own "<unknown>" case; the generated requests are the same.
-_describe = lambda_sources._lambda_description
+# A private function: where a hypothesis release renames it, nothing is patched (and nothing breaks).
+_describe = getattr(lambda_sources, "_lambda_description", None)
 
 
 def _lambda_description(f, *args, **kwargs):
@@ -41,7 +42,8 @@ def _lambda_description(f, *args, **kwargs):
         return "lambda: <unknown>"
 
 
-lambda_sources._lambda_description = _lambda_description
+if _describe is not None:
+    lambda_sources._lambda_description = _lambda_description
 
 MODELS = Path(os.environ["CHARRNN_MODELS_DIR"])
 DEFAULT = Path(os.environ["CHARRNN_WEIGHTS"]).name
