@@ -28,6 +28,7 @@ from jobs.plan import SCRATCH, bounded_steps, train_args
 from jobs.store import FINAL, Store
 
 log = logging.getLogger("charrnn.jobs")
+ACTIVE = ("validating_files", "queued", "running")  # the statuses a job may end from (cancel: the same)
 ROOT = Path(__file__).resolve().parents[1]
 PR_SET_PDEATHSIG = 1
 
@@ -122,26 +123,56 @@ class Runner:
             time.sleep(self.cfg.poll_s)
         self.shutdown()
 
+    def _sweep(self) -> None:
+        """The folders of ended jobs without a trainer here (_end and _settle remove the others): a job
+        cancelled while no runner ran, or between its trainer's unexpected exit and its resumption at the
+        next tick, or a runner killed between a job's end and the removal of its folder. By folder, not by
+        job: there are only as many folders as unfinished jobs, and ended jobs accumulate forever."""
+        for d in self.store.jobs_dir.iterdir():
+            if d.name not in self.children and (self.store.job(d.name) or {}).get("status") in FINAL:
+                shutil.rmtree(d, ignore_errors=True)
+
     def tick(self) -> None:
         for job in self.store.jobs(("running",)):  # left running by a crash (or another runner's end)
             if job["id"] not in self.children:
-                self._start(job, resume=True)
-        for job in self.store.jobs(FINAL):  # cancelled while no trainer ran it: its folder goes
-            if job["id"] not in self.children and self.job_dir(job["id"]).exists():
-                shutil.rmtree(self.job_dir(job["id"]), ignore_errors=True)
-        for job_id, child in list(self.children.items()):
-            job = self.store.job(job_id)
-            if job["status"] == "cancelled" and not child.stopping:
-                child.stopping = time.time()
-                child.proc.send_signal(signal.SIGTERM)  # checkpoints at the next step, then leaves
-            elif child.stopping and time.time() - child.stopping > 20:
-                child.proc.kill()
-            self._follow(job, child)
-            if child.proc.poll() is not None:
-                self._settle(job, child)
+                self._guard(job["id"], self._start, job, resume=True)
+        self._sweep()
+        for job_id in list(self.children):
+            self._guard(job_id, self._tend, job_id)
         queued = sorted(self.store.jobs(("queued",)), key=lambda j: (j["created_at"], j["id"]))
         for job in queued[:max(0, self.cfg.max_jobs - len(self.children))]:
-            self._start(job, resume=False)
+            self._guard(job["id"], self._start, job, resume=False)
+
+    def _guard(self, job_id: str, work, *args, **kw) -> None:
+        """Run one job's work for this tick; an exception in it fails that job only (its trainer, if
+        any, killed), never the runner and the other jobs."""
+        try:
+            work(*args, **kw)
+        except Exception as e:  # noqa: BLE001 (one bad job must not stop the trainer for good)
+            log.exception("job %s: the trainer could not handle it", job_id)
+            child = self.children.pop(job_id, None)
+            if child is not None:
+                child.proc.kill()
+                child.proc.wait()
+                if child.log:
+                    child.log.close()
+            try:
+                self._end({"id": job_id}, "failed", f"the trainer could not handle the job: {type(e).__name__}: {e}",
+                          {"code": "trainer_error", "param": None})
+            except Exception:  # noqa: BLE001 (e.g. the database unreachable: the next tick tries again)
+                log.exception("job %s: could not be failed", job_id)
+
+    def _tend(self, job_id: str) -> None:
+        """A running trainer: stop it if its job was cancelled, follow its metrics, settle its exit."""
+        child, job = self.children[job_id], self.store.job(job_id)
+        if job["status"] == "cancelled" and not child.stopping:
+            child.stopping = time.time()
+            child.proc.send_signal(signal.SIGTERM)  # checkpoints at the next step, then leaves
+        elif child.stopping and time.time() - child.stopping > 20:
+            child.proc.kill()
+        self._follow(job, child)
+        if child.proc.poll() is not None:
+            self._settle(job, child)
 
     def shutdown(self) -> None:
         """Stop every trainer at its next step (they checkpoint); the jobs stay running, to be resumed."""
@@ -172,11 +203,16 @@ class Runner:
                 time.sleep(0.05)
 
     def _start(self, job: dict, resume: bool) -> None:
+        from model.checkpoint import atomic_write_text  # (as in _base_prefix: no torch in an idle trainer)
+
         d, store = self.job_dir(job["id"]), self.store
         if resume:
             self._reap_orphan(job)
+        data = d / "corpus.txt"
         files = [job["training_file"]] + ([job["validation_file"]] if job["validation_file"] else [])
-        missing = [f for f in files if store.file(f) is None or not store.file_path(f, "text").exists()]
+        # once corpus.txt holds the job's text, its uploads may go: a resumed job no longer needs them
+        missing = [] if data.exists() else [f for f in files if store.file(f) is None
+                                            or not store.file_path(f, "text").exists()]
         if missing:
             return self._end(job, "failed", f"the file {missing[0]} was deleted before the job could use it",
                              {"code": "file_not_found", "param": "training_file" if missing[0] == files[0]
@@ -187,17 +223,18 @@ class Runner:
             if base is None:
                 return self._end(job, "failed", f"the base model {job['model']} is no longer in the models directory",
                                  {"code": "model_not_found", "param": "model"})
+        now = int(time.time())
+        if not resume and not store.update_job(job["id"], only_from=("queued",), status="running", started_at=now):
+            return  # cancelled meanwhile: no folder, no trainer
         d.mkdir(parents=True, exist_ok=True)
-        data, val_chars = d / "corpus.txt", None
         if not data.exists():  # the training text, then the validation text (its last val_chars validate)
-            text = store.file_path(files[0], "text").read_text(encoding="utf-8")
+            text, val_chars = store.file_path(files[0], "text").read_text(encoding="utf-8"), 0
             if len(files) > 1:
                 val = store.file_path(files[1], "text").read_text(encoding="utf-8")
                 text, val_chars = text + val, len(val)
-            tmp = d / "corpus.txt.tmp"
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, data)
-            (d / "val_chars").write_text(str(val_chars or 0))
+            # val_chars first, each file atomic: corpus.txt exists only with its val_chars beside it
+            atomic_write_text(d / "val_chars", str(val_chars))
+            atomic_write_text(data, text)
         val_chars = int((d / "val_chars").read_text() or 0) or None
         args = train_args(job, data=str(data), out=str(d / "model"), run_dir=str(d / "run"), threads=self.cfg.threads,
                           base_prefix=str(base) if base else None, val_chars=val_chars)
@@ -208,19 +245,14 @@ class Runner:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 preexec_fn=_child_setup(self.cfg.nice, self.cfg.sched))
         child = Child(proc, log=out, last_step=job["step"])
+        self.children[job["id"]] = child  # (first: an exception below kills it, in _guard)
         child.metrics_pos = self._events_done(job)
-        self.children[job["id"]] = child
-        now = int(time.time())
         if resume:
             store.update_job(job["id"], pid=proc.pid, attempts=job["attempts"] + 1)
             store.add_event(job["id"], f"Trainer restarted: resuming from the last checkpoint (step {job['step']})",
                             level="warn")
-        else:
-            if not store.update_job(job["id"], only_from=("queued",), status="running", started_at=now,
-                                                pid=proc.pid):
-                proc.kill()  # cancelled meanwhile
-                del self.children[job["id"]]
-                return
+        else:  # (a cancel since the claim: the next tick stops the trainer)
+            store.update_job(job["id"], pid=proc.pid)
             store.add_event(job["id"], f"Fine-tuning job started: {job['total_steps']} steps"
                             if bounded_steps(job) else "Fine-tuning job started")
         log.info("job %s: %s", job["id"], " ".join(cmd[1:]))
@@ -307,23 +339,38 @@ class Runner:
                            "split": (tr.get("split") or {}).get("val")}}
         from model.checkpoint import atomic_write, atomic_write_text
 
+        # The model goes out first, the status after (only from running, in _end): a cancel is one
+        # conditional UPDATE by the web, and there is no status between running and succeeded to claim
+        # first. A cancel landing in between wins: the files are taken back. (A replica may serve the
+        # model for those moments; the other order could leave a succeeded job without its model.)
         self.models.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.models / f"{name}.safetensors", lambda tmp: shutil.copyfile(d / "model.safetensors", tmp))
-        atomic_write_text(self.models / f"{name}.json", json.dumps(card, indent=2, ensure_ascii=False) + "\n")
-        self.store.add_event(job["id"], f"New fine-tuned model created: {name}", data={"model": name})
+        files = [self.models / f"{name}.safetensors", self.models / f"{name}.json"]
+        atomic_write(files[0], lambda tmp: shutil.copyfile(d / "model.safetensors", tmp))
+        atomic_write_text(files[1], json.dumps(card, indent=2, ensure_ascii=False) + "\n")
         best = result.get("best") or {}
-        self._end(job, "succeeded", f"The job has successfully completed (best validation loss "
-                  f"{best.get('loss', float('nan')):.4f} at step {best.get('step')})")
+        if not self._end(job, "succeeded", f"The job has successfully completed (best validation loss "
+                         f"{best.get('loss', float('nan')):.4f} at step {best.get('step')})",
+                         before=({"message": f"New fine-tuned model created: {name}", "data": {"model": name}},)):
+            for f in files:
+                f.unlink(missing_ok=True)
+            log.info("job %s: cancelled before it completed; its model %s withdrawn", job["id"], name)
 
-    def _end(self, job: dict, status: str, message: str, error: dict | None = None) -> None:
+    def _end(self, job: dict, status: str, message: str, error: dict | None = None, before: tuple = ()) -> bool:
+        """The job ends (with its events: those in `before`, then `message`), unless it has already ended
+        (a user's cancel since the job was read: it stays cancelled) -> whether it ended here. Its folder
+        goes either way."""
         now = int(time.time())
         fields = {"status": status, "finished_at": now, "pid": None, "estimated_finish": None}
         if error is not None:
             fields["error"] = {"message": message, **error}
-        self.store.update_job(job["id"], **fields)
-        self.store.add_event(job["id"], message, level="error" if status == "failed" else "info")
+        ended = self.store.update_job(job["id"], only_from=ACTIVE, with_events=(
+            *before, {"message": message, "level": "error" if status == "failed" else "info"}), **fields)
         shutil.rmtree(self.job_dir(job["id"]), ignore_errors=True)  # checkpoints of a finished job: gone
-        log.info("job %s %s: %s", job["id"], status, message)
+        if ended:
+            log.info("job %s %s: %s", job["id"], status, message)
+        else:
+            log.info("job %s: already %s, not %s", job["id"], (self.store.job(job["id"]) or {}).get("status"), status)
+        return ended
 
 
 def last_error(log_path: Path) -> str:

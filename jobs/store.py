@@ -138,8 +138,12 @@ class Store:
             args = list(status)
         return [self._row(r) for r in self._db().execute(q + " ORDER BY created_at DESC, rowid DESC", args)]
 
-    def update_job(self, job_id: str, *, only_from: tuple[str, ...] | None = None, **fields) -> bool:
-        """Set fields; with only_from, only while the job's status is one of those (-> whether it was)."""
+    def update_job(self, job_id: str, *, only_from: tuple[str, ...] | None = None,
+                   with_events: tuple[dict, ...] = (), **fields) -> bool:
+        """Set fields; with only_from, only while the job's status is one of those (-> whether it was).
+        with_events: events (add_event's arguments) added in the same transaction, only if the job was
+        updated: a job's closing events are there as soon as its final status is, and never on a job
+        whose status another process changed meanwhile."""
         if "error" in fields and fields["error"] is not None:
             fields["error"] = json.dumps(fields["error"])
         sets = ", ".join(f"{k} = :{k}" for k in fields)
@@ -149,17 +153,25 @@ class Store:
             q += f" AND status IN ({','.join(f':_s{i}' for i in range(len(only_from)))})"
             args.update({f"_s{i}": s for i, s in enumerate(only_from)})
         with self._tx() as db:
-            return db.execute(q, args).rowcount > 0
+            updated = db.execute(q, args).rowcount > 0
+            for e in with_events if updated else ():
+                self._insert_event(db, job_id, **e)
+        return updated
 
     # --- events and checkpoints ---------------------------------------------------------------------
     def add_event(self, job_id: str, message: str, *, type: str = "message", level: str = "info",
                   data: dict | None = None) -> dict:
-        eid = new_id("ftevent")
         with self._tx() as db:
-            db.execute("INSERT INTO events (id, job_id, created_at, level, type, message, data) VALUES "
-                       "(?, ?, ?, ?, ?, ?, ?)", (eid, job_id, int(time.time()), level, type, message,
-                                                 json.dumps(data) if data is not None else None))
-        return {"id": eid}
+            return {"id": self._insert_event(db, job_id, message, type=type, level=level, data=data)}
+
+    @staticmethod
+    def _insert_event(db, job_id: str, message: str, *, type: str = "message", level: str = "info",
+                      data: dict | None = None) -> str:
+        eid = new_id("ftevent")
+        db.execute("INSERT INTO events (id, job_id, created_at, level, type, message, data) VALUES "
+                   "(?, ?, ?, ?, ?, ?, ?)", (eid, job_id, int(time.time()), level, type, message,
+                                             json.dumps(data) if data is not None else None))
+        return eid
 
     def events(self, job_id: str, *, after_seq: int = 0) -> list[dict]:
         """Oldest first, from after the event numbered after_seq (SSE followers keep their place by seq)."""

@@ -187,6 +187,107 @@ def test_a_queued_job_whose_file_was_deleted_fails_with_a_clear_error(app, dirs)
     assert j["status"] == "failed" and j["error"]["code"] == "file_not_found" and fid in j["error"]["message"]
 
 
+@pytest.fixture
+def idle_trainers(monkeypatch):
+    """jobs/runner.py's trainer processes replaced by idle ones (a Runner's tick() without training):
+    -> the commands it launched."""
+    import types
+
+    import jobs.runner
+
+    launched, procs = [], []
+
+    def popen(cmd, **kw):
+        launched.append(cmd)
+        procs.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"]))
+        return procs[-1]
+    monkeypatch.setattr(jobs.runner, "subprocess", types.SimpleNamespace(
+        Popen=popen, STDOUT=subprocess.STDOUT, TimeoutExpired=subprocess.TimeoutExpired))
+    yield launched
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_cancel_after_the_runner_read_the_job_wins(app, dirs):
+    """The user's cancel lands between the runner's read of a job and its end (failed, or succeeded
+    with its model written): the job stays cancelled, with no event of the runner's, and the model the
+    runner had just published is taken back."""
+    from jobs.runner import Runner, RunnerConfig
+    from jobs.store import Store
+
+    models, data = dirs
+    client = app().test_client()
+    fid = upload(client, TEXT.encode()).get_json()["id"]
+    store, runner = Store(data), Runner(RunnerConfig(data_dir=str(data), models_dir=str(models)))
+    a, b = (job(client, fid, suffix=s).get_json()["id"] for s in ("a", "b"))
+    for jid in (a, b):
+        store.update_job(jid, status="running")
+        base_model(data / "jobs" / jid, "model")  # the trainer's output: model.safetensors, model.json
+    stale = {jid: store.job(jid) for jid in (a, b)}
+    for jid in (a, b):
+        assert client.post(f"/v1/fine_tuning/jobs/{jid}/cancel").get_json()["status"] == "cancelled"
+    before = {jid: [e["message"] for e in events(client, jid)] for jid in (a, b)}
+    ended = runner._end(stale[a], "failed", "boom", {"code": "training_failed", "param": None})
+    runner._publish(stale[b], {"finished": True, "best": {"loss": 1.0, "step": 40}})
+    for jid in (a, b):
+        j = client.get(f"/v1/fine_tuning/jobs/{jid}").get_json()
+        assert j["status"] == "cancelled" and j["error"] is None and j["fine_tuned_model"] is None
+        assert [e["message"] for e in events(client, jid)] == before[jid]
+        assert not (data / "jobs" / jid).exists()
+    name = store.job(b)["fine_tuned_model"]
+    assert not list(models.glob(f"{name}*"))  # published, then withdrawn
+    assert client.post("/generate", json={"model": name, "prompt": "the "}).status_code == 404
+    assert ended is False
+
+
+def test_one_job_the_runner_cannot_handle_fails_alone(app, dirs, idle_trainers):
+    """An exception in one job's handling (a resume whose folder lost its val_chars, a trainer writing a
+    metrics line without its losses) fails that job, its trainer killed; the tick goes on with the
+    others: a job resumes although its upload is gone (its corpus.txt holds the text), a queued one
+    starts."""
+    from jobs.runner import Child, Runner, RunnerConfig
+    from jobs.store import Store
+
+    models, data = dirs
+    client = app().test_client()
+    fid = upload(client, TEXT.encode()).get_json()["id"]
+    gone = upload(client, TEXT.encode()).get_json()["id"]
+    store, runner = Store(data), Runner(RunnerConfig(data_dir=str(data), models_dir=str(models)))
+    no_val, bad_line, no_upload = (job(client, f, suffix=s).get_json()["id"]
+                                   for f, s in ((fid, "a"), (fid, "b"), (gone, "c")))
+    queued = job(client, fid, suffix="d").get_json()["id"]
+    for jid in (no_val, bad_line, no_upload):  # left running by a runner killed after it wrote corpus.txt
+        store.update_job(jid, status="running")
+        (data / "jobs" / jid).mkdir(parents=True)
+        (data / "jobs" / jid / "corpus.txt").write_text(TEXT)
+    (data / "jobs" / no_upload / "val_chars").write_text("0")
+    assert client.delete(f"/v1/files/{gone}").get_json()["deleted"]
+    (data / "jobs" / bad_line / "run").mkdir()
+    (data / "jobs" / bad_line / "run" / "metrics.jsonl").write_text(json.dumps({"step": 25, "chars": 100}) + "\n")
+    trainer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    runner.children[bad_line] = Child(trainer, log=open(data / "jobs" / bad_line / "trainer.log", "ab"))
+    runner.cfg.max_jobs = 3
+    try:
+        runner.tick()
+    finally:
+        trainer.kill()
+        trainer.wait()
+    for jid, words in ((no_val, "FileNotFoundError"), (bad_line, "KeyError: 'train_loss'")):
+        j = client.get(f"/v1/fine_tuning/jobs/{jid}").get_json()
+        assert j["status"] == "failed" and j["error"]["code"] == "trainer_error", j
+        msg = j["error"]["message"]
+        assert msg.startswith("the trainer could not handle the job: ") and words in msg
+        assert not (data / "jobs" / jid).exists() and jid not in runner.children
+    assert trainer.returncode == -signal.SIGKILL  # killed by the runner, not by the finally above
+    for jid in (no_upload, queued):
+        assert client.get(f"/v1/fine_tuning/jobs/{jid}").get_json()["status"] == "running"
+        assert jid in runner.children and store.job(jid)["pid"] == runner.children[jid].proc.pid
+    assert [cmd[-1] == "--resume" for cmd in idle_trainers] == [True, False]
+    assert (data / "jobs" / queued / "corpus.txt").read_text() == TEXT
+    assert (data / "jobs" / queued / "val_chars").read_text() == "0"
+
+
 # --- jobs with the trainer ---------------------------------------------------------------------------
 def test_a_job_trains_in_its_own_process_and_its_model_is_served(app, dirs):
     client = app().test_client()

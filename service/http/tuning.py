@@ -178,10 +178,10 @@ def cancel_job(job_id: str):
     j, store = _job(job_id), _store()
     if j["status"] in FINAL:
         raise _bad("job_id", f"the job is already {j['status']}", "job_finished")
-    if store.update_job(j["id"], only_from=("validating_files", "queued", "running"), status="cancelled",
-                        cancel_requested=1, finished_at=int(time.time()), estimated_finish=None):
-        store.add_event(j["id"], "Job cancelled" + (": the trainer stops at its next step" if j["status"] == "running"
-                                                    else ""))
+    note = "Job cancelled" + (": the trainer stops at its next step" if j["status"] == "running" else "")
+    store.update_job(j["id"], only_from=("validating_files", "queued", "running"), status="cancelled",
+                     cancel_requested=1, finished_at=int(time.time()), estimated_finish=None,
+                     with_events=({"message": note},))
     return jsonify(_job_out(store.job(j["id"])))
 
 
@@ -216,7 +216,7 @@ def _follow(job_id: str):
             if new:
                 seq, quiet = new[-1]["seq"], time.monotonic()
                 yield "".join(f"id: {e['id']}\n" + sse(_event_out(e)) for e in new)
-            elif store.job(job_id)["status"] in FINAL:
+            elif store.job(job_id)["status"] in FINAL:  # its closing event came in the same transaction
                 yield sse("[DONE]")
                 return
             elif time.monotonic() - quiet > 15:
