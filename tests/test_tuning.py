@@ -513,3 +513,16 @@ def test_the_official_client_end_to_end(dirs, tmp_path):
         assert client.files.delete(f.id).deleted is True
     finally:
         server.stop()
+
+
+def test_a_file_named_in_any_script_downloads_and_odd_limits_are_400(app):
+    client = app().test_client()
+    f = upload(client, TEXT.encode(), 'данные "1".txt').get_json()
+    r = client.get(f"/v1/files/{f['id']}/content")
+    assert r.status_code == 200 and r.data == TEXT.encode()
+    header = r.headers["Content-Disposition"]
+    header.encode("latin-1")  # what a WSGI server can send: a raw Cyrillic name once made gunicorn answer 500
+    assert "filename*=UTF-8''" in header and "%D0%B4" in header
+    for bad in ("²", "-1", "1.5", "0"):  # "²".isdigit() is true, but int() refuses it: once a 500
+        r = client.get(f"/v1/files?limit={bad}")
+        assert r.status_code == 400 and r.get_json()["error"]["param"] == "limit", (bad, r.data)

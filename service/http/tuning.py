@@ -7,7 +7,7 @@ import random
 import time
 from pathlib import Path
 
-from flask import Response, jsonify, request
+from flask import jsonify, request, send_file
 
 from jobs.plan import SCRATCH, PlanError, bounded_steps, model_name, plan
 from jobs.store import FINAL, new_id
@@ -95,8 +95,10 @@ def get_file(file_id: str):
 
 def file_content(file_id: str):
     f = _file(file_id)
-    return Response(_store().file_path(f["id"], "raw").read_bytes(), mimetype="application/octet-stream",
-                    headers={"Content-Disposition": f"attachment; filename=\"{f['filename']}\""})
+    # send_file streams the bytes and writes the client's filename as RFC 6266 asks (filename*=UTF-8''
+    # for a name beyond Latin-1, quotes escaped): a hand-made header failed on such names.
+    return send_file(_store().file_path(f["id"], "raw"), mimetype="application/octet-stream", as_attachment=True,
+                     download_name=f["filename"])
 
 
 def delete_file(file_id: str):
@@ -129,7 +131,7 @@ def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
     raw = request.args.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
+    if not (raw.isascii() and raw.isdigit()) or not lo <= int(raw) <= hi:  # "²".isdigit(), but int() refuses it
         raise _bad(name, f"{name} must be an integer in [{lo}, {hi}]")
     return int(raw)
 
