@@ -256,7 +256,8 @@ def validate_and_log(s: Setup, run: Progress, meter: dict, bar) -> None:
     c, model, corpus = s.c, s.model, s.corpus
     val = report(*evaluate_ids(model, corpus.split("val"), s.d.device))
     now = time.time()
-    rec = {"step": run.step, "chars": run.step * c.batch_size * c.seq_len, "lr": lr_at(run.step - 1, c),
+    # the rate the last step applied (with --time-budget it follows the time, not the step count)
+    rec = {"step": run.step, "chars": run.step * c.batch_size * c.seq_len, "lr": s.opt.param_groups[0]["lr"],
            "train_loss": meter["loss"] / meter["n"], "val_loss": val["loss"], "val_bpc": val["bpc"],
            "chars_per_s": meter["n"] * c.batch_size * c.seq_len / (now - meter["t"]),
            "wall_time_s": round(run.wall(), 1)}
@@ -273,16 +274,21 @@ def validate_and_log(s: Setup, run: Progress, meter: dict, bar) -> None:
 
 
 def sample_text(model: CharRNN, corpus, n: int, seed: int) -> str:
-    """n characters sampled (temperature 0.8) from a copy of the model: the training model's own
-    inference caches and RNG stay untouched, so a resumed run is the same run."""
-    import copy
-
+    """n characters sampled (temperature 0.8) from the training model itself, in eval mode (no
+    dropout) and without gradients, its mode restored after, as evaluate_ids does. Training reads
+    nothing it touches: the draws come from its own random.Random(seed) (model/generate.py), never
+    torch's RNG, and the inference kernels it builds are cached beside the parameters, rebuilt
+    when they change (CharRNN._cached); so a resumed run is still the same run."""
     from model.generate import generate
     from model.sampling import SamplingParams
 
-    twin = copy.deepcopy(model).eval()
     ban = ((corpus.vocab.index(corpus.unknown), -100.0),) if corpus.unknown else ()
-    text, _ = generate(twin, corpus.vocab, "", n, SamplingParams(temperature=0.8, logit_bias=ban), seed)
+    was_training = model.training
+    model.eval()
+    try:
+        text, _ = generate(model, corpus.vocab, "", n, SamplingParams(temperature=0.8, logit_bias=ban), seed)
+    finally:
+        model.train(was_training)
     return text
 
 
@@ -342,34 +348,45 @@ def train(c: TrainConfig, command: str = "") -> dict:
     meter = {"loss": 0.0, "n": 0, "t": time.time()}
     bar = tqdm(total=c.max_steps, initial=run.step, dynamic_ncols=True, mininterval=2.0, disable=not d.main)
     model.train()
-    budget_spent = False
+    budget_spent = signalled = False
+    # With a time budget the learning rate follows the wall time: rank 0's, agreed on by every rank
+    # (here, then at each step's all-reduce), so all replicas apply the same rate. DDP averages
+    # gradients but never re-syncs weights: ranks that each read their own clock drift apart.
+    wall = distributed.all_sum(d, [run.wall() if d.main else 0.0])[0] if c.time_budget else 0.0
     while run.step < c.max_steps:
-        time_frac = run.wall() / (60 * c.time_budget) if c.time_budget else 0.0
+        time_frac = wall / (60 * c.time_budget) if c.time_budget else 0.0
         for g in opt.param_groups:
             g["lr"] = lr_at(run.step, c, time_frac)
         x, y, state = next_batch(batcher, model, state, c, run.step, rows, d.device)
         loss, state = train_step(net, opt, x, y, state, weight, c, amp)
         run.step += 1
-        # One small all-reduce per step: the global mean loss, and whether any rank must stop
-        # (a signal or --max-minutes), so all ranks leave the loop at the same step.
-        budget_spent = bool(c.time_budget and run.wall() > 60 * c.time_budget)
-        local_stop = stop.set or budget_spent or bool(c.max_minutes and time.time() - run.t0 > 60 * c.max_minutes)
+        # One small all-reduce per step: the global mean loss, whether any rank must stop (a
+        # signal or --max-minutes) and whether any was signalled, and rank 0's wall time; so all
+        # ranks leave the loop at the same step and take the same (collective) branches below.
+        # torchrun signals its workers at slightly different moments: only the shared values decide.
+        sig = stop.set  # read once: a signal landing in between would make the two disagree
+        local_stop = sig or bool(c.max_minutes and time.time() - run.t0 > 60 * c.max_minutes)
         share_of_mean = loss * (rows[1] - rows[0]) / c.batch_size if d.on else loss  # alone: the loss as is
-        loss, stops, spent = distributed.all_sum(d, [share_of_mean, float(local_stop), float(budget_spent)])
-        budget_spent = bool(spent)  # every rank alike: the evaluation below is collective
+        loss, stops, signals, wall = distributed.all_sum(
+            d, [share_of_mean, float(local_stop), float(sig), run.wall() if d.main else 0.0])
+        budget_spent = bool(c.time_budget and wall > 60 * c.time_budget)
+        signalled = bool(signals)
         meter["loss"], meter["n"] = meter["loss"] + loss, meter["n"] + 1
         bar.update(1)
-        if run.step % c.eval_every == 0 or run.step == c.max_steps or (budget_spent and not stop.set):
+        if run.step % c.eval_every == 0 or run.step == c.max_steps or (budget_spent and not signalled):
             if d.main:
                 validate_and_log(s, run, meter, bar)
             save_checkpoint(s, run, state)
             meter = {"loss": 0.0, "n": 0, "t": time.time()}
-        if stops:
+        if stops or budget_spent:
             break
 
     # -- finish ---------------------------------------------------------------------------------
     bar.close()
-    if run.step < c.max_steps and not budget_spent:
+    # A signal in the step that spent the budget stops the run (no evaluation then: it is asked to
+    # leave), and a stopped run checkpoints where it stopped, so --resume loses nothing.
+    finished = run.step >= c.max_steps or (budget_spent and not signalled)
+    if not finished:
         if run.step % c.eval_every:  # (an evaluation step has just checkpointed)
             save_checkpoint(s, run, state)
         if d.main:
@@ -380,7 +397,6 @@ def train(c: TrainConfig, command: str = "") -> dict:
             plot_history(run.history, out.with_suffix(".png"), title=f"{out.name}: {cfg.layers}x{cfg.hidden} {cfg.cell.upper()}")
         except ImportError:  # matplotlib is the optional [train] extra
             print("matplotlib not installed: no loss-curve PNG (pip install '.[train]')", file=sys.stderr)
-    finished = run.step >= c.max_steps or (budget_spent and not stop.set)
     if d.main:  # whether this run is over (a supervisor such as jobs/runner.py reads it) or only paused
         atomic_write_text(run_dir / "result.json", json.dumps(
             {"finished": finished, "step": run.step, "max_steps": c.max_steps, "best": run.best,

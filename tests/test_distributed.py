@@ -142,3 +142,71 @@ def test_a_single_process_checkpoint_resumes_under_torchrun(single, tmp_path):
     r = _run(_cmd(TORCHRUN, data, tmp_path, "s", "--resume"))
     assert "resuming from" in r.stderr and "at step 1/160" in r.stderr
     _assert_same_run(ref, "one", tmp_path, "s", resumed_at=1)
+
+
+# A launcher for the tests below: model.train's own main, with each rank's weights saved at every
+# checkpoint (only rank 0 writes files, and weights can drift apart only between ranks), and with
+# rank 1 "signalled" from its first step when asked (torchrun signals workers at different moments).
+LAUNCH = """
+import os, sys
+import torch
+import model.train as t
+
+rank, dump, signal_rank1 = int(os.environ["RANK"]), sys.argv[1], sys.argv[2] == "1"
+save = t.save_checkpoint
+
+def save_checkpoint(s, run, state):
+    torch.save(s.model.state_dict(), os.path.join(dump, f"rank{rank}.pt"))
+    save(s, run, state)
+
+class Signalled(t.StopFlag):
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.set = True
+
+t.save_checkpoint = save_checkpoint
+if signal_rank1 and rank == 1:
+    t.StopFlag = Signalled
+t.main(sys.argv[3:])
+"""
+
+
+def _launch(tmp_path, data, name, signal_rank1: bool, *extra, timeout=90):
+    script = tmp_path / "launch.py"
+    script.write_text(LAUNCH)
+    cmd = [*TORCHRUN, str(script), str(tmp_path), "1" if signal_rank1 else "0", "--data", str(data),
+           "--out", str(tmp_path / "w" / name), "--run-dir", str(tmp_path / name), *TINY, *extra]
+    # a hung job is killed whole (the launcher and its workers), not left behind
+    p = subprocess.Popen(cmd, cwd=ROOT, env=env_with_path(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        _, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for pid in _workers(p.pid).values():  # torchrun starts them in sessions of their own
+            os.kill(pid, signal.SIGKILL)
+        p.kill()
+        p.communicate()
+        pytest.fail(f"the torchrun job hung (> {timeout} s)")
+    assert p.returncode == 0, err[-3000:]
+    return json.loads((tmp_path / name / "result.json").read_text())
+
+
+def test_ranks_keep_the_same_weights_under_a_time_budget(corpus_file, tmp_path):
+    """--time-budget sets the learning rate from the wall time: every rank must use the same
+    one, or DDP (which averages gradients, never weights) lets the replicas drift apart."""
+    res = _launch(tmp_path, corpus_file, "t", False, "--warmup", "0", "--max-steps", "100000",
+                  "--eval-every", "100000", "--time-budget", "0.04")
+    assert res["finished"] and res["reason"] == "time_budget", res
+    w0, w1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    for k, v in w0.items():
+        assert torch.equal(v, w1[k]), k
+    (line,) = _log(tmp_path / "t")
+    assert line["lr"] < 0.5 * 2e-3  # the time, not the step count (a few hundred of 100000), decayed it
+
+
+def test_a_signal_on_one_rank_as_the_budget_runs_out_checkpoints_and_stops(corpus_file, tmp_path):
+    """Rank 1 alone is signalled in the step where the budget is spent: the ranks agree (no hang
+    in a collective one of them skipped), and the job checkpoints that step and says "stopped"."""
+    res = _launch(tmp_path, corpus_file, "g", True, "--time-budget", "1e-6")
+    assert (res["finished"], res["reason"], res["step"]) == (False, "stopped", 1), res
+    assert torch.load(tmp_path / "g" / "checkpoint.pt", weights_only=True)["step"] == 1

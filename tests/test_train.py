@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from model.checkpoint import load_weights
 from model.evaluate import evaluate_ids
-from model.train import TrainConfig, lr_at, train
+from model.train import StopFlag, TrainConfig, lr_at, train
 from conftest import ROOT, env_with_path, write_corpus
 
 TINY = ["--embed", "8", "--hidden", "32", "--layers", "1", "--dropout", "0", "--batch-size", "4",
@@ -40,6 +40,44 @@ def test_lr_schedule_warms_up_then_decays():
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
     assert lr_at(110, c) == pytest.approx(1e-4)
+
+
+def _budget_run(data, tmp_path, name, minutes, **kw):
+    return TrainConfig(data=str(data), out=str(tmp_path / "w" / name), run_dir=str(tmp_path / name), embed=8,
+                       hidden=32, layers=1, dropout=0.0, batch_size=4, seq_len=16, warmup=0, max_steps=100_000,
+                       eval_every=100_000, sample_chars=0, threads=1, time_budget=minutes, **kw)
+
+
+def test_metrics_log_the_learning_rate_applied_under_a_time_budget(corpus_file, tmp_path):
+    """With --time-budget the rate follows the time: the log shows the rate the optimiser applied
+    (the checkpoint's, saved with that line), not the step-count schedule's."""
+    c = _budget_run(corpus_file, tmp_path, "lr", 0.02)
+    res = train(c)
+    assert res["finished"]
+    (line,) = [json.loads(l) for l in (tmp_path / "lr" / "metrics.jsonl").read_text().splitlines()]
+    ck = torch.load(tmp_path / "lr" / "checkpoint.pt", weights_only=True)
+    assert ck["step"] == line["step"] and line["lr"] == ck["optimizer"]["param_groups"][0]["lr"]
+    assert line["lr"] < 0.5 * c.lr < lr_at(line["step"] - 1, c)  # decayed by the time, not the steps
+
+
+class _Signalled(StopFlag):
+    """As if SIGTERM came during the first step."""
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.set = True
+
+
+def test_a_signal_in_the_step_that_spends_the_budget_checkpoints_that_step(corpus_file, tmp_path, monkeypatch):
+    """The run stops (no evaluation: it was asked to leave) and says so; its checkpoint is the
+    step it stopped at, so --resume loses nothing, and then finishes on the spent budget."""
+    with monkeypatch.context() as m:
+        m.setattr("model.train.StopFlag", _Signalled)
+        res = train(_budget_run(corpus_file, tmp_path, "s", 1e-6))
+    result = json.loads((tmp_path / "s" / "result.json").read_text())
+    assert (res["finished"], result["reason"], result["step"]) == (False, "stopped", 1)
+    assert torch.load(tmp_path / "s" / "checkpoint.pt", weights_only=True)["step"] == 1
+    res = train(_budget_run(corpus_file, tmp_path, "s", 1e-6, resume=True))
+    assert res["finished"] and res["step"] == 2 and [h["step"] for h in res["history"]] == [2]
 
 
 def _train_cmd(data, tmp_path, name, *extra):
